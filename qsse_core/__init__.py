@@ -1,0 +1,47 @@
+"""qsse: typed server-sent events over QUIC, wire-compatible with Go qsse."""
+
+from ._codes import ErrorCode
+from ._config import Limits, ReconnectPolicy
+from ._exceptions import (
+    ConfigurationError,
+    ConnectError,
+    ConnectionClosedError,
+    LocalProtocolError,
+    ProtocolError,
+    QsseError,
+    RemoteProtocolError,
+    ValidationError,
+)
+from ._hooks import Authenticator, Authorizer
+from ._metrics import Metrics
+from ._state import ConnectionState, Message, StateChange
+from ._topics import topic_matches
+from .asyncio import Client, ErrorHandler, MessageHandler, Server, StateHandler
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Authenticator",
+    "Authorizer",
+    "Client",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "ConnectionState",
+    "ErrorCode",
+    "ErrorHandler",
+    "Limits",
+    "LocalProtocolError",
+    "Message",
+    "MessageHandler",
+    "Metrics",
+    "ProtocolError",
+    "QsseError",
+    "ReconnectPolicy",
+    "RemoteProtocolError",
+    "Server",
+    "StateChange",
+    "StateHandler",
+    "ValidationError",
+    "topic_matches",
+]

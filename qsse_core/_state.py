@@ -1,0 +1,47 @@
+"""Client connection states and the messages a client delivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["ConnectionState", "Message", "StateChange"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An event as a client hands it to handlers and iterators."""
+
+    #: the concrete topic it was published on.
+    topic: str
+    #: the payload.
+    data: bytes
+    #: its id within the topic, on protocols that carry ids (None on qsse/1).
+    id: int | None = None
+
+
+class ConnectionState(Enum):
+    """Where a client's connection stands."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    LOST = "lost"
+    RETRYING = "retrying"
+    GAVE_UP = "gave_up"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A client's connection changed state."""
+
+    #: the new state.
+    state: ConnectionState
+    #: the retry number within the current outage (0 outside retries).
+    attempt: int = 0
+    #: seconds until the retry, for RETRYING.
+    delay: float = 0.0
+    #: why, for LOST and GAVE_UP: the close code and reason or the dial error.
+    reason: str = ""
+    #: the application close code, for LOST when the peer gave one.
+    error_code: int | None = None

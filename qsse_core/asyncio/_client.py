@@ -1,0 +1,453 @@
+"""The asyncio qsse client on aioquic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from .._codes import ErrorCode
+from .._config import ReconnectPolicy
+from .._connection import QsseClientConnection
+from .._exceptions import ConfigurationError, ConnectError, ConnectionClosedError
+from .._framing import ALPN_QSSE1
+from .._state import ConnectionState, Message, StateChange
+from .._topics import topic_matches, validate_pattern
+from ..events import (
+    ConnectionClosed,
+    ErrorReceived,
+    EventReceived,
+    FrameDropped,
+    HandshakeDone,
+    QsseEvent,
+)
+from ._protocol import QsseProtocol
+
+__all__ = ["Client", "ErrorHandler", "MessageHandler", "StateHandler", "parse_address"]
+
+logger = logging.getLogger("qsse.client")
+
+#: A handler for messages: sync or async, its return value ignored.
+MessageHandler = Callable[[Message], Awaitable[None] | None]
+#: A handler for errors: ``(code, data)`` as in Go's ``SetErrorHandler``.
+ErrorHandler = Callable[[int, Mapping[str, Any]], Awaitable[None] | None]
+#: A handler for connection state changes.
+StateHandler = Callable[[StateChange], Awaitable[None] | None]
+
+# Closing codes that another attempt cannot fix: retrying would only repeat them.
+_FATAL_CODES = frozenset(
+    {
+        ErrorCode.NOT_AUTHORIZED,
+        ErrorCode.MALFORMED_OFFER,
+        ErrorCode.OFFER_TOO_LARGE,
+        ErrorCode.UNEXPECTED_STREAM,
+    }
+)
+# Closing codes that are news to the state handler but no error.
+_QUIET_CODES = frozenset({ErrorCode.NO_ERROR, ErrorCode.GOING_AWAY})
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port``.
+
+    :raises ConfigurationError: naming the address when it has no valid port.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(f"address must be HOST:PORT, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ConfigurationError(f"address must be HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+class Client:
+    """A qsse client: subscribes to topics, routes events to handlers, and reconnects.
+
+    Use it as ``async with Client("127.0.0.1:4242", ["ride.*"]) as client:``. Events go to
+    every handler whose pattern matches the topic (as in Go), else to the catch-all message
+    handlers; ``async for message in client`` sees every event. Handlers may be sync or
+    async; async ones run one after another in arrival order.
+
+    :param address: ``host:port`` of the server (``[::1]:4242`` for IPv6).
+    :param topics: the topics (or declared patterns) to subscribe to.
+    :param token: the token the server's authenticator receives.
+    :param insecure: skip certificate verification; needed for Go servers, whose
+        certificates cannot be verified. Off by default.
+    :param cafile: PEM file of CAs to trust instead of the system's.
+    :param server_name: the name to verify the certificate against; the host by default.
+    :param reconnect: retry policy for the first dial and for lost connections.
+    :param connect_timeout: seconds one dial may take.
+    :param idle_timeout: QUIC idle timeout in seconds.
+    :param max_frame_size: the longest frame accepted; longer ones are reported and skipped.
+    :param queue_size: messages held for ``async for`` before new ones are dropped (and
+        reported to the error handlers).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        topics: Sequence[str],
+        *,
+        token: str = "",
+        insecure: bool = False,
+        cafile: str | None = None,
+        server_name: str | None = None,
+        reconnect: ReconnectPolicy | None = None,
+        connect_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
+        max_frame_size: int = 16 * 1024 * 1024,
+        queue_size: int = 65536,
+    ) -> None:
+        self.host, self.port = parse_address(address)
+        if isinstance(topics, str):
+            raise ConfigurationError("topics must be a sequence of strings, not one string")
+        self.topics = tuple(topics)
+        self.token = token
+        self.insecure = insecure
+        self.cafile = cafile
+        self.server_name = server_name or self.host
+        self.reconnect = reconnect or ReconnectPolicy()
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_frame_size = max_frame_size
+        self.queue_size = queue_size
+
+        self._handlers: list[tuple[str, MessageHandler]] = []
+        self._message_handlers: list[MessageHandler] = []
+        self._error_handlers: list[ErrorHandler] = []
+        self._state_handlers: list[StateHandler] = []
+        self._state = ConnectionState.CLOSED
+        self._protocol: QsseProtocol | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._lost: asyncio.Future[ConnectionClosed] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self._closing = False
+        self._alpn: str | None = None
+        self.error: ConnectError | None = None
+        # Async handler calls run in order on one task.
+        self._pending_calls: deque[Awaitable[Any]] = deque()
+        self._dispatcher: asyncio.Task[None] | None = None
+        # Iteration.
+        self._iterating = False
+        self._queue: deque[Message] = deque()
+        self._wakeup = asyncio.Event()
+
+    # -- registration -------------------------------------------------------------------------
+
+    def on(self, pattern: str, handler: MessageHandler) -> None:
+        """Call ``handler`` for each event whose topic matches ``pattern``."""
+        try:
+            validate_pattern(pattern)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self._handlers.append((pattern, handler))
+
+    def on_message(self, handler: MessageHandler) -> None:
+        """Call ``handler`` for each event that no pattern handler matched."""
+        self._message_handlers.append(handler)
+
+    def on_error(self, handler: ErrorHandler) -> None:
+        """Call ``handler(code, data)`` for error events, dropped frames and error closes."""
+        self._error_handlers.append(handler)
+
+    def on_state(self, handler: StateHandler) -> None:
+        """Call ``handler`` with every :class:`StateChange`."""
+        self._state_handlers.append(handler)
+
+    def emit_error(self, code: int, data: Mapping[str, Any]) -> None:
+        """Hand ``(code, data)`` to the error handlers (logged when there are none)."""
+        if not self._error_handlers:
+            logger.warning("qsse error %s: %s", _code_name(code), dict(data))
+        for handler in self._error_handlers:
+            self._call(handler, code, data)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's current state."""
+        return self._state
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The protocol negotiated on the current (or last) connection."""
+        return self._alpn
+
+    def _set_state(self, change: StateChange) -> None:
+        self._state = change.state
+        logger.debug("state %s", change)
+        for handler in self._state_handlers:
+            self._call(handler, change)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect and subscribe, retrying per the reconnect policy.
+
+        :raises ConnectError: when every allowed attempt failed.
+        """
+        if self._supervisor is not None:
+            raise ConfigurationError("connect() was already called")
+        self._done.clear()
+        self._closing = False
+        self._set_state(StateChange(ConnectionState.CONNECTING))
+        await self._dial_retrying()
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting."""
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        self._hang_up(ErrorCode.NO_ERROR, "client closing")
+        if self._dispatcher is not None:
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        if self._state is not ConnectionState.GAVE_UP:
+            self._set_state(StateChange(ConnectionState.CLOSED))
+        self._finish()
+
+    async def wait_closed(self) -> None:
+        """Wait until the client is closed or has given up; see :attr:`error` for why."""
+        await self._done.wait()
+
+    def _finish(self) -> None:
+        self._done.set()
+        self._wakeup.set()
+
+    def _hang_up(self, code: int, reason: str) -> None:
+        if self._protocol is not None and self._protocol.qsse is not None:
+            conn = self._protocol.qsse
+            assert isinstance(conn, QsseClientConnection)
+            conn.close(code, reason)
+            self._protocol.transmit()
+        if self._transport is not None:
+            self._transport.close()
+        self._protocol = None
+        self._transport = None
+
+    async def _dial_retrying(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._dial()
+                return
+            except ConnectError as exc:
+                attempt += 1
+                if not self.reconnect.allows(attempt):
+                    self._give_up(exc, attempt - 1)
+                    raise
+                delay = self.reconnect.delay(attempt, random.random())
+                self._set_state(
+                    StateChange(ConnectionState.RETRYING, attempt, delay, reason=str(exc))
+                )
+                await asyncio.sleep(delay)
+
+    def _give_up(self, exc: ConnectError, attempt: int) -> None:
+        self.error = exc
+        self._set_state(StateChange(ConnectionState.GAVE_UP, attempt, reason=str(exc)))
+        self._finish()
+
+    def _configuration(self) -> QuicConfiguration:
+        config = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=[ALPN_QSSE1],
+            server_name=self.server_name,
+            idle_timeout=self.idle_timeout,
+        )
+        if self.insecure:
+            config.verify_mode = ssl.CERT_NONE
+        elif self.cafile is not None:
+            try:
+                config.load_verify_locations(self.cafile)
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(f"cannot load CA file {self.cafile!r}: {exc}") from exc
+        return config
+
+    async def _dial(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise ConnectError(f"cannot resolve {self.host!r}: {exc}") from exc
+        family, _, _, _, addr = infos[0]
+        quic = QuicConnection(configuration=self._configuration())
+        conn = QsseClientConnection(
+            quic, token=self.token, topics=self.topics, max_frame_size=self.max_frame_size
+        )
+        lost: asyncio.Future[ConnectionClosed] = loop.create_future()
+        failed: asyncio.Future[Exception] = loop.create_future()
+
+        def on_event(event: QsseEvent) -> None:
+            if isinstance(event, ConnectionClosed):
+                if not lost.done():
+                    lost.set_result(event)
+            else:
+                self._on_event(event)
+
+        def on_error_received(exc: Exception) -> None:
+            if not failed.done():
+                failed.set_result(exc)
+
+        protocol = QsseProtocol(quic)
+        protocol.qsse = conn
+        protocol.on_qsse_event = on_event
+        protocol.on_error_received = on_error_received
+        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: protocol, local_addr=local, family=family
+        )
+        protocol.connect(addr)
+        where = f"{self.host}:{self.port}"
+        connected = asyncio.ensure_future(protocol.wait_connected())
+        try:
+            waiters: list[asyncio.Future[Any]] = [connected, failed, lost]
+            done, _ = await asyncio.wait(
+                waiters,
+                timeout=self.connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            connected.cancel()
+        if connected not in done or connected.cancelled() or connected.exception() is not None:
+            transport.close()
+            if lost.done():
+                closed = lost.result()
+                if closed.application:
+                    raise ConnectionClosedError(closed.error_code, closed.reason)
+                raise ConnectError(f"cannot connect to {where}: {closed.reason}")
+            if failed.done():
+                raise ConnectError(f"cannot connect to {where}: {failed.result()}")
+            raise ConnectError(
+                f"cannot connect to {where}: no handshake within {self.connect_timeout:g} s"
+            )
+        self._protocol = protocol
+        self._transport = transport
+        self._lost = lost
+        self._alpn = conn.alpn_protocol
+        self._set_state(StateChange(ConnectionState.CONNECTED))
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            assert self._lost is not None
+            closed = await self._lost
+            self._hang_up(ErrorCode.NO_ERROR, "")
+            code = closed.error_code if closed.application else None
+            reason = f"{_code_name(code)}: {closed.reason}" if code is not None else closed.reason
+            self._set_state(StateChange(ConnectionState.LOST, reason=reason, error_code=code))
+            if code is not None and code not in _QUIET_CODES:
+                self.emit_error(code, {"reason": closed.reason})
+            if code in _FATAL_CODES or not self.reconnect.retry:
+                assert code is not None or not self.reconnect.retry
+                self._give_up(
+                    ConnectionClosedError(code, closed.reason)
+                    if code is not None
+                    else ConnectError(f"connection lost: {closed.reason}"),
+                    0,
+                )
+                return
+            try:
+                await self._dial_retrying()
+            except ConnectError:
+                return
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def _on_event(self, event: QsseEvent) -> None:
+        if isinstance(event, EventReceived):
+            self._deliver(Message(event.topic, event.data, event.id))
+        elif isinstance(event, ErrorReceived):
+            self.emit_error(event.code, event.data)
+        elif isinstance(event, FrameDropped):
+            self.emit_error(event.code, {"reason": event.reason, "raw": event.raw})
+        elif isinstance(event, HandshakeDone):
+            self._alpn = event.alpn_protocol
+
+    def _deliver(self, message: Message) -> None:
+        matched = False
+        for pattern, handler in self._handlers:
+            if topic_matches(pattern, message.topic):
+                matched = True
+                self._call(handler, message)
+        if not matched:
+            for handler in self._message_handlers:
+                self._call(handler, message)
+        if self._iterating:
+            if len(self._queue) >= self.queue_size:
+                self.emit_error(
+                    ErrorCode.SLOW_CONSUMER,
+                    {
+                        "reason": f"iterator queue full ({self.queue_size}); message dropped",
+                        "topic": message.topic,
+                    },
+                )
+            else:
+                self._queue.append(message)
+                self._wakeup.set()
+
+    def _call(self, handler: Callable[..., Awaitable[Any] | None], *args: Any) -> None:
+        try:
+            result = handler(*args)
+        except Exception:
+            logger.exception("qsse handler %r raised", handler)
+            return
+        if result is not None:
+            self._pending_calls.append(result)
+            if self._dispatcher is None:
+                self._dispatcher = asyncio.create_task(self._dispatch())
+
+    async def _dispatch(self) -> None:
+        try:
+            while self._pending_calls:
+                try:
+                    await self._pending_calls.popleft()
+                except Exception:
+                    logger.exception("qsse async handler raised")
+        finally:
+            self._dispatcher = None
+
+    def __aiter__(self) -> Client:
+        self._iterating = True
+        return self
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self._queue:
+                return self._queue.popleft()
+            if self._done.is_set():
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+
+def _code_name(code: int | None) -> str:
+    if code is None:
+        return "transport"
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)

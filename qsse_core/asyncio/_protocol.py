@@ -1,0 +1,47 @@
+"""The aioquic protocol shared by server and client: QUIC events in, qsse events out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import QuicEvent
+
+from ..events import QsseEvent
+
+__all__ = ["QsseProtocol"]
+
+
+class _Connection(Protocol):
+    def handle_event(self, event: QuicEvent) -> list[QsseEvent]: ...
+
+
+class QsseProtocol(QuicConnectionProtocol):
+    """Feeds each QUIC event to a sans-I/O qsse connection and hands its events on.
+
+    The qsse connection is attached once the handshake has chosen the protocol (by ALPN), so
+    one listening port can serve several protocol versions.
+    """
+
+    def __init__(self, quic: QuicConnection, stream_handler: QuicStreamHandler | None = None):
+        super().__init__(quic, stream_handler)
+        self.qsse: _Connection | None = None
+        self.on_quic_event: Callable[[QuicEvent], None] = lambda event: None
+        self.on_qsse_event: Callable[[QsseEvent], None] = lambda event: None
+        self.on_error_received: Callable[[Exception], None] = lambda exc: None
+
+    @property
+    def quic(self) -> QuicConnection:
+        return self._quic
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error (e.g. port unreachable) lets a client fail fast instead of timing out.
+        self.on_error_received(exc)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        self.on_quic_event(event)
+        if self.qsse is not None:
+            for qsse_event in self.qsse.handle_event(event):
+                self.on_qsse_event(qsse_event)

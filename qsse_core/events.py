@@ -1,0 +1,101 @@
+"""Events the sans-I/O connections hand to the layer above.
+
+Each is a small frozen fact. Don't subclass these: code matches on the concrete classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ConnectionClosed",
+    "ErrorReceived",
+    "EventReceived",
+    "FrameDropped",
+    "HandshakeDone",
+    "OfferReceived",
+    "ProtocolViolation",
+    "QsseEvent",
+]
+
+
+class QsseEvent:
+    """Base class of qsse protocol events."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeDone(QsseEvent):
+    """The QUIC handshake completed and the qsse protocol is chosen."""
+
+    #: the ALPN protocol the peers agreed on.
+    alpn_protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfferReceived(QsseEvent):
+    """Server side: the client sent its subscription offer."""
+
+    #: the client's token ("" when it sent none).
+    token: str
+    #: the topics it asked for, in order; a topic listed twice is subscribed twice, as in Go.
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventReceived(QsseEvent):
+    """Client side: an event arrived."""
+
+    #: the concrete topic the event was published on.
+    topic: str
+    #: the payload.
+    data: bytes
+    #: its id within the topic, on protocols that carry ids.
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReceived(QsseEvent):
+    """Client side: the server sent an error event (Go's ``{"code":..,"data":..}``)."""
+
+    #: the error code, see :class:`qsse_core.ErrorCode`.
+    code: int
+    #: details, e.g. ``{"topic": "ride.unknown"}``.
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameDropped(QsseEvent):
+    """Client side: a frame could not be used and was skipped; later frames still count."""
+
+    #: MALFORMED_FRAME or FRAME_TOO_LARGE.
+    code: int
+    #: what was wrong with it.
+    reason: str
+    #: the start of the offending bytes, for diagnosis (at most 200 bytes).
+    raw: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolViolation(QsseEvent):
+    """The peer broke the protocol and the connection is being closed with this code."""
+
+    #: the application error code sent in CONNECTION_CLOSE.
+    error_code: int
+    #: the reason phrase sent with it.
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(QsseEvent):
+    """The QUIC connection ended."""
+
+    #: the error code of the CONNECTION_CLOSE.
+    error_code: int
+    #: its reason phrase.
+    reason: str
+    #: True for an application close (the code is an :class:`~qsse_core.ErrorCode`), False
+    #: for a QUIC transport error or an idle timeout (the code is a QUIC transport code).
+    application: bool
