@@ -1,0 +1,365 @@
+"""Runtime support for the typed SDKs that ``qsse-gen`` generates.
+
+A generated module declares its topics as :class:`Topic` objects and subclasses
+:class:`TypedPublisher` and :class:`TypedSubscriber` with one small method per topic; all the
+machinery lives here, written once and fully typed.
+
+Payloads are JSON (msgspec) so that subscribers in other languages can read them. Unknown
+fields are ignored on decode: a subscriber generated from an older schema keeps reading events
+from a publisher that added optional fields (see ``docs/schema.md``, "Evolving a schema").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, final
+
+import msgspec
+
+from ._codes import ErrorCode
+from ._exceptions import ConfigurationError, ValidationError
+from ._topics import topic_matches
+
+if TYPE_CHECKING:
+    from . import Client, Message, Server
+
+__all__ = [
+    "Handler",
+    "ParamsHandler",
+    "Received",
+    "Topic",
+    "TypedPublisher",
+    "TypedSubscriber",
+    "bind_topics",
+]
+
+P = TypeVar("P")
+E = TypeVar("E", bound=msgspec.Struct)
+R = TypeVar("R")
+_Args = ParamSpec("_Args")
+
+#: A handler of one topic's events; it may be a plain function or a coroutine function.
+Handler = Callable[[E], Awaitable[None] | None]
+#: A handler that also receives the parameters parsed from the concrete topic.
+ParamsHandler = Callable[[P, E], Awaitable[None] | None]
+
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+# msgspec ends validation messages with " - at `$.path`" when the problem is inside a value.
+_AT_PATH = re.compile(r"\A(?P<reason>.*) - at `(?P<path>[^`]*)`\Z", re.DOTALL)
+# One encoder serves every topic: encoding needs no type information.
+_ENCODER = msgspec.json.Encoder()
+
+
+def _split_reason(error: msgspec.ValidationError, root: str) -> tuple[str, str]:
+    """``(path, reason)`` from a msgspec message, with ``$`` replaced by ``root``."""
+    found = _AT_PATH.match(str(error))
+    if found is None:
+        return root, str(error)
+    return root + found.group("path")[1:], found.group("reason")
+
+
+@final
+class Topic(Generic[P, E]):
+    """One topic of a schema: its wire template, event type and parameter type.
+
+    Generated modules create one per topic at import time, so that decoders and the topic
+    parser are built once and reused for every event.
+
+    :param name: the topic's Python name, e.g. ``ride_status``.
+    :param template: the wire topic with placeholders, e.g. ``ride.{ride_id}.status``.
+    :param event: the msgspec Struct carried on the topic.
+    :param params: the Struct of the topic parameters, or ``None`` for a topic without any.
+    :param deprecated: why and how to migrate, when the topic is deprecated.
+    """
+
+    __slots__ = (
+        "_decoder",
+        "_params_type",
+        "_regex",
+        "deprecated",
+        "event",
+        "name",
+        "pattern",
+        "template",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        template: str,
+        event: type[E],
+        params: type[P] | None,
+        deprecated: str | None = None,
+    ) -> None:
+        self.name = name
+        self.template = template
+        self.event = event
+        self.deprecated = deprecated
+        #: The glob a server declares and a subscriber uses to receive every concrete topic.
+        self.pattern = _PLACEHOLDER.sub("*", template)
+        self._params_type = params
+        self._decoder = msgspec.json.Decoder(event)
+        regex = "".join(
+            f"(?P<{part}>[^.]+)" if index % 2 else re.escape(part)
+            for index, part in enumerate(_PLACEHOLDER.split(template))
+        )
+        self._regex = re.compile(regex + r"\Z")
+
+    def __repr__(self) -> str:
+        return f"Topic({self.template!r}, event={self.event.__name__})"
+
+    def topic(self, params: P) -> str:
+        """The concrete topic for ``params``, e.g. ``ride.42.status``.
+
+        :raises ValidationError: when a parameter value does not fit its declared type.
+        """
+        if self._params_type is None:
+            return self.template
+        try:
+            checked = msgspec.convert(msgspec.to_builtins(params), self._params_type)
+        except msgspec.ValidationError as exc:
+            path, reason = _split_reason(exc, "")
+            raise ValidationError(self.template, f"{{{path.lstrip('.')}}}", reason) from None
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise ValidationError(self.template, "{}", str(exc)) from None
+        values = msgspec.to_builtins(checked)
+        return self.template.format_map({key: str(value) for key, value in values.items()})
+
+    def parse(self, topic: str) -> P:
+        """The parameters a concrete topic carries; the inverse of :meth:`topic`.
+
+        :raises ValueError: when ``topic`` is not an instance of this topic's template.
+        """
+        if self._params_type is None:
+            if topic != self.template:
+                raise ValueError(f"Expected topic {self.template!r}, got {topic!r}")
+            return None  # type: ignore[return-value]  # P is None for topics without parameters
+        found = self._regex.match(topic)
+        if found is None:
+            raise ValueError(f"Expected a topic of the form {self.template!r}, got {topic!r}")
+        try:
+            # strict=False parses the text of a segment as the parameter's type ("42" -> 42).
+            return msgspec.convert(found.groupdict(), self._params_type, strict=False)
+        except msgspec.ValidationError as exc:
+            path, reason = _split_reason(exc, "")
+            raise ValueError(f"{reason} - at `{{{path.lstrip('.')}}}` of topic {topic!r}") from None
+
+    def encode(self, event: E, topic: str) -> bytes:
+        """Encode ``event`` after checking it fully, as a subscriber of ``topic`` would.
+
+        The event is encoded in memory and decoded with this topic's typed decoder, so the
+        bytes returned are exactly what a subscriber built from the same schema accepts:
+        types, constraints and nested records are all checked, and values JSON cannot carry
+        (such as NaN) are refused rather than silently turned into ``null``.
+
+        :raises ValidationError: naming ``topic`` and the field path.
+        """
+        if type(event) is not self.event:
+            raise ValidationError(
+                topic, "$", f"Expected `{self.event.__name__}`, got `{type(event).__name__}`"
+            )
+        try:
+            data = _ENCODER.encode(event)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise ValidationError(topic, "$", f"Cannot encode event: {exc}") from None
+        try:
+            self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            path, reason = _split_reason(exc, "$")
+            raise ValidationError(topic, path, reason) from None
+        return data
+
+    def decode(self, data: bytes) -> E:
+        """Decode a payload of this topic.
+
+        :raises ValueError: naming what was expected and where, when ``data`` does not fit.
+        """
+        try:
+            return self._decoder.decode(data)
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            raise ValueError(str(exc)) from None
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Received(Generic[P, E]):
+    """An event as typed iteration yields it.
+
+    Matching on ``event`` narrows the whole object, ``params`` included::
+
+        match received.event:
+            case RideStatus():
+                received.params.ride_id  # known to be RideStatusParams here
+    """
+
+    #: the concrete topic the event arrived on.
+    topic: str
+    #: the parameters parsed from ``topic`` (``None`` for topics without parameters).
+    params: P
+    #: the decoded event.
+    event: E
+
+
+def bind_topics(
+    factory: Callable[Concatenate[Iterable[str], _Args], R], topics: Iterable[str]
+) -> Callable[_Args, R]:
+    """``factory`` with its first argument fixed to ``topics``, keeping the rest typed.
+
+    Generated publishers use it as ``create_server = staticmethod(bind_topics(Server, TOPICS))``
+    so that ``RidesPublisher.create_server(port=0)`` declares exactly the schema's topics.
+    """
+    fixed = tuple(topics)
+
+    def create(*args: _Args.args, **kwargs: _Args.kwargs) -> R:
+        return factory(fixed, *args, **kwargs)
+
+    create.__doc__ = f"Create it declaring the topics {', '.join(fixed)}."
+    return create
+
+
+def _warn_deprecated(topic: Topic[Any, Any]) -> None:
+    # stacklevel 4: this helper, the runtime method, the generated method, the caller.
+    warnings.warn(
+        f"topic {topic.name!r} ({topic.template}) is deprecated: {topic.deprecated}",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+
+
+class TypedPublisher:
+    """Publishes a schema's events on a :class:`~qsse_core.Server`, checking each first.
+
+    Generated subclasses set :attr:`topics` and add one method per topic.
+
+    :param server: a server declaring (at least) every topic of the schema.
+    :raises ConfigurationError: when the server does not declare one of the schema's topics.
+    """
+
+    __slots__ = ("_server",)
+
+    #: The schema's topics, set by the generated subclass.
+    topics: ClassVar[tuple[Topic[Any, Any], ...]] = ()
+
+    def __init__(self, server: Server) -> None:
+        missing = [
+            topic.pattern
+            for topic in self.topics
+            if not any(topic_matches(declared, topic.pattern) for declared in server.topics)
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"{type(self).__name__} needs the server to declare {', '.join(missing)}; "
+                f"it declares {', '.join(server.topics) or 'nothing'}"
+            )
+        self._server = server
+
+    @property
+    def server(self) -> Server:
+        """The server events are published on."""
+        return self._server
+
+    def _publish(self, topic: Topic[P, E], event: E, params: P) -> int:
+        if topic.deprecated is not None:
+            _warn_deprecated(topic)
+        try:
+            concrete = topic.topic(params)
+            data = topic.encode(event, concrete)
+        except ValidationError:
+            # Label by the declared pattern so topic parameters cannot grow the label set.
+            self._server.metrics.validation_rejected(topic.pattern)
+            raise
+        return self._server.publish(concrete, data)
+
+
+@dataclasses.dataclass(slots=True)
+class _Route:
+    topic: Topic[Any, Any]
+    handlers: list[Callable[[Any, Any], Awaitable[None] | None]]
+
+
+class TypedSubscriber:
+    """Receives a schema's events from a :class:`~qsse_core.Client`, decoded and typed.
+
+    Register handlers with the generated ``on_<topic>`` methods, or iterate over the
+    subscriber. A payload that does not decode as its topic's event type goes to the client's
+    error handlers as :attr:`ErrorCode.INVALID_PAYLOAD` with ``{"topic", "data", "reason"}``,
+    and receiving goes on.
+
+    :param client: the client to receive from; subscribe it to the topics you want, e.g. the
+        generated module's ``TOPICS`` or a concrete ``ride.42.status``.
+    """
+
+    __slots__ = ("_client", "_routes")
+
+    #: The schema's topics, set by the generated subclass.
+    topics: ClassVar[tuple[Topic[Any, Any], ...]] = ()
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._routes: dict[str, _Route] = {}
+
+    @property
+    def client(self) -> Client:
+        """The client events are received from."""
+        return self._client
+
+    def _on(self, topic: Topic[Any, E], handler: Handler[E]) -> None:
+        self._add(topic, lambda _params, event: handler(event))
+
+    def _on_with_params(self, topic: Topic[P, E], handler: ParamsHandler[P, E]) -> None:
+        self._add(topic, handler)
+
+    def _add(
+        self, topic: Topic[Any, Any], handler: Callable[[Any, Any], Awaitable[None] | None]
+    ) -> None:
+        if topic.deprecated is not None:
+            _warn_deprecated(topic)
+        route = self._routes.get(topic.name)
+        if route is None:
+            route = self._routes[topic.name] = _Route(topic, [])
+            self._client.on(topic.pattern, lambda message: self._dispatch(route, message))
+        route.handlers.append(handler)
+
+    async def _dispatch(self, route: _Route, message: Message) -> None:
+        received = self._decode(route.topic, message)
+        if received is None:
+            return
+        # Handlers run in registration order; an async one finishes before the next starts.
+        for handler in route.handlers:
+            result = handler(received.params, received.event)
+            if inspect.isawaitable(result):
+                await result
+
+    def _decode(self, topic: Topic[Any, Any], message: Message) -> Received[Any, Any] | None:
+        try:
+            params = topic.parse(message.topic)
+            event = topic.decode(message.data)
+        except ValueError as exc:
+            self._client.emit_error(
+                ErrorCode.INVALID_PAYLOAD,
+                {"topic": message.topic, "data": message.data, "reason": str(exc)},
+            )
+            return None
+        return Received(message.topic, params, event)
+
+    async def _iterate(self) -> AsyncIterator[Received[Any, Any]]:
+        async for message in self._client:
+            topic = next((t for t in self.topics if topic_matches(t.pattern, message.topic)), None)
+            if topic is None:
+                self._client.emit_error(
+                    ErrorCode.INVALID_PAYLOAD,
+                    {
+                        "topic": message.topic,
+                        "data": message.data,
+                        "reason": f"topic {message.topic!r} is not in the schema",
+                    },
+                )
+                continue
+            received = self._decode(topic, message)
+            if received is not None:
+                yield received
