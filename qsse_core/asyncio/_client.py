@@ -317,10 +317,16 @@ class Client:
         protocol.qsse = conn
         protocol.on_qsse_event = on_event
         protocol.on_error_received = on_error_received
-        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: protocol, local_addr=local, family=family
-        )
+        # A connected socket, so the kernel reports ICMP "port unreachable" and a dial to a
+        # server that is down fails at once instead of waiting out the timeout.
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(addr)
+        except OSError as exc:
+            sock.close()
+            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         protocol.connect(addr)
         where = f"{self.host}:{self.port}"
         connected = asyncio.ensure_future(protocol.wait_connected())
