@@ -1,0 +1,512 @@
+"""Checked schema → intermediate representation of the generated module.
+
+The IR holds everything the templates print, already as Python text: names, annotations,
+default expressions, wrapped doc lines, signatures and the sorted import list. Templates only
+loop over it. It is frozen and acyclic: nothing refers back to its parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+
+from . import _schema as s
+
+__all__ = [
+    "EnumIR",
+    "FieldIR",
+    "MemberIR",
+    "MethodIR",
+    "ModuleIR",
+    "RecordIR",
+    "TopicIR",
+    "lower",
+]
+
+#: Generated lines stay within this width, so the output passes ruff's E501 at the default 100.
+LINE_WIDTH = 100
+
+_SCALARS = {
+    "str": "str",
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "bytes": "bytes",
+    "datetime": "_datetime.datetime",
+    "date": "_datetime.date",
+    "UUID": "_uuid.UUID",
+    "Decimal": "_decimal.Decimal",
+}
+
+# Module aliases are underscored so schema names cannot shadow them (see _schema).
+_IMPORTS = {
+    "_datetime.": "import datetime as _datetime",
+    "_decimal.": "import decimal as _decimal",
+    "_uuid.": "import uuid as _uuid",
+}
+
+#: Topic parameters of type str must be one topic segment, so the concrete topic parses back.
+PARAM_SEGMENT = "^[A-Za-z0-9_-]+$"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldIR:
+    name: str
+    #: the doc comment and the declaration, indented for a class body.
+    lines: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordIR:
+    name: str
+    docstring: tuple[str, ...]
+    fields: tuple[FieldIR, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemberIR:
+    name: str
+    value: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnumIR:
+    name: str
+    docstring: tuple[str, ...]
+    members: tuple[MemberIR, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MethodIR:
+    """A method: its ``def`` line(s), docstring and one-line body, indented for a class."""
+
+    signature: tuple[str, ...]
+    docstring: tuple[str, ...]
+    body: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicIR:
+    name: str
+    #: module constant holding the runtime ``Topic``.
+    const: str
+    comment: tuple[str, ...]
+    #: ``NAME: Final[...] = _typed.Topic(``, split when too long.
+    const_head: tuple[str, ...]
+    #: keyword arguments of the ``_typed.Topic(...)`` call, indented, one per line.
+    const_args: tuple[str, ...]
+    #: the glob servers declare, as a literal, e.g. ``"ride.*.status"``.
+    pattern: str
+    publish: MethodIR
+    #: the TypeVar(s) bounding handlers, then the ``on_`` method(s) registering them.
+    typevars: tuple[str, ...]
+    handlers: tuple[MethodIR, ...]
+    received: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModuleIR:
+    header: tuple[str, ...]
+    docstring: tuple[str, ...]
+    imports_stdlib: tuple[str, ...]
+    imports_third_party: tuple[str, ...]
+    imports_first_party: tuple[str, ...]
+    all_names: tuple[str, ...]
+    version: str
+    enums: tuple[EnumIR, ...]
+    records: tuple[RecordIR, ...]
+    params: tuple[RecordIR, ...]
+    topics: tuple[TopicIR, ...]
+    publisher: str
+    publisher_docstring: tuple[str, ...]
+    subscriber: str
+    subscriber_docstring: tuple[str, ...]
+    received: str
+    received_comment: tuple[str, ...]
+    #: the union's members, one per line: ``    _typed.Received[...]``, ``    | ...``.
+    received_members: tuple[str, ...]
+
+
+def _literal(text: str) -> str:
+    # JSON string syntax is valid Python string syntax, and always uses double quotes.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _number(value: int | float) -> str:
+    return repr(value)
+
+
+def _wrap(text: str, width: int, *, hanging: str = "") -> list[str]:
+    """Wrap each paragraph of ``text``; blank lines between paragraphs are kept."""
+    lines: list[str] = []
+    for paragraph in text.strip().split("\n\n"):
+        if lines:
+            lines.append("")
+        lines.extend(
+            textwrap.wrap(
+                " ".join(paragraph.split()),
+                width=width,
+                subsequent_indent=hanging,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    return lines
+
+
+def _indent(lines: Iterable[str], indent: int) -> tuple[str, ...]:
+    pad = " " * indent
+    return tuple(pad + line if line else "" for line in lines)
+
+
+def _docstring(
+    text: str, indent: int, fields: Sequence[str] = (), *, note: str | None = None
+) -> tuple[str, ...]:
+    """A docstring, quotes included, for code indented by ``indent``.
+
+    ``note`` is a paragraph set after the text; ``fields`` are reST lines (``:param x: ...``)
+    set last, wrapped with a hanging indent.
+    """
+    width = LINE_WIDTH - indent - 3  # room for the opening quotes on the first line
+    body = _wrap(_escape_docstring(text), width)
+    if note is not None:
+        body.append("")
+        body.extend(_wrap(_escape_docstring(note), width))
+    if fields:
+        body.append("")
+        for field in fields:
+            body.extend(_wrap(_escape_docstring(field), width, hanging="    "))
+    if body[-1].endswith('"'):
+        body[-1] = body[-1][:-1] + '\\"'
+    if len(body) == 1 and indent + len(body[0]) + 6 <= LINE_WIDTH:
+        return _indent([f'"""{body[0]}"""'], indent)
+    return _indent([f'"""{body[0]}', *body[1:], '"""'], indent)
+
+
+def _escape_docstring(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+def _comment(text: str, indent: int) -> tuple[str, ...]:
+    lines = _wrap(text, LINE_WIDTH - indent - 3)
+    return _indent([f"#: {line}" if line else "#:" for line in lines], indent)
+
+
+def _camel(snake: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in snake.split("_"))
+
+
+def _annotation(expr: s.TypeExpr) -> str:
+    if isinstance(expr, s.ListType):
+        return f"list[{_annotation(expr.item)}]"
+    if isinstance(expr, s.MapType):
+        return f"dict[str, {_annotation(expr.value)}]"
+    return _SCALARS.get(expr.name, expr.name)
+
+
+def _meta(constraints: Sequence[tuple[str, int | float | str | bool]]) -> str:
+    args = []
+    for name, value in constraints:
+        if isinstance(value, bool):
+            text = repr(value)
+        elif isinstance(value, str):
+            text = _literal(value)
+        else:
+            text = _number(value)
+        args.append(f"{name}={text}")
+    return f"_msgspec.Meta({', '.join(args)})"
+
+
+def _default(field: s.Field, enums: Mapping[str, s.Enum]) -> str:
+    value = field.default
+    if value is None:
+        return " = None" if field.optional else ""
+    if isinstance(field.type, s.NamedType) and field.type.name in enums:
+        assert isinstance(value, str)
+        return f" = {field.type.name}.{value.upper()}"
+    if isinstance(value, bool):
+        return f" = {value!r}"
+    if isinstance(value, str):
+        return f" = {_literal(value)}"
+    if isinstance(value, int | float):
+        return f" = {_number(value)}"
+    # A factory makes the fresh-container-per-instance behaviour visible to readers.
+    factory = "list" if isinstance(value, list) else "dict"
+    return f" = _msgspec.field(default_factory={factory})"
+
+
+def _declaration(
+    name: str,
+    base: str,
+    constraints: Sequence[tuple[str, int | float | str | bool]],
+    optional: bool,
+    default: str,
+) -> tuple[str, ...]:
+    """``name: annotation = default`` for a class body, split over lines when too long."""
+    suffix = (" | None" if optional else "") + default
+    if not constraints:
+        return _indent([f"{name}: {base}{suffix}"], 4)
+    meta = _meta(constraints)
+    one_line = f"{name}: _typing.Annotated[{base}, {meta}]{suffix}"
+    if 4 + len(one_line) <= LINE_WIDTH:
+        return _indent([one_line], 4)
+    return _indent([f"{name}: _typing.Annotated[", f"    {base},", f"    {meta},", f"]{suffix}"], 4)
+
+
+def _field(field: s.Field, enums: Mapping[str, s.Enum]) -> FieldIR:
+    annotation = _annotation(field.type)
+    declaration = _declaration(
+        field.name, annotation, field.constraints, field.optional, _default(field, enums)
+    )
+    return FieldIR(field.name, (*_comment(field.doc, 4), *declaration))
+
+
+def _signature(name: str, args: Sequence[str], returns: str) -> tuple[str, ...]:
+    one_line = f"def {name}({', '.join(args)}) -> {returns}:"
+    if 4 + len(one_line) <= LINE_WIDTH:
+        return _indent([one_line], 4)
+    return _indent([f"def {name}(", *(f"    {arg}," for arg in args), f") -> {returns}:"], 4)
+
+
+def _typevar(name: str, bound: str) -> tuple[str, ...]:
+    return (f"{name} = _typing.TypeVar(", f'    "{name}",', f"    bound={bound},", ")")
+
+
+def _keyword(name: str, text: str) -> list[str]:
+    """``name="text",`` at indent 4, as implicitly joined pieces when one line is too long."""
+    line = f"{name}={_literal(text)},"
+    if 4 + len(line) <= LINE_WIDTH:
+        return [line]
+    pieces = textwrap.wrap(text, LINE_WIDTH - 12, drop_whitespace=False)
+    return [f"{name}=(", *(f"    {_literal(piece)}" for piece in pieces), "),"]
+
+
+def _glob(wire: str) -> str:
+    return re.sub(r"\{[^{}]*\}", "*", wire)
+
+
+def _const_head(const: str, annotation: str) -> tuple[str, ...]:
+    line = f"{const}: _typing.Final[{annotation}] = _typed.Topic("
+    if len(line) <= LINE_WIDTH:
+        return (line,)
+    return (f"{const}: _typing.Final[", f"    {annotation}", "] = _typed.Topic(")
+
+
+def _topic(topic: s.Topic) -> TopicIR:
+    camel = _camel(topic.name)
+    params_class = f"{camel}Params" if topic.params else "None"
+    const = topic.name.upper()
+    wire = f"``{topic.wire}``"
+    deprecation = f"**Deprecated:** {topic.deprecated}" if topic.deprecated else None
+
+    const_args = [
+        f"name={_literal(topic.name)},",
+        f"template={_literal(topic.wire)},",
+        f"event={topic.event},",
+        f"params={params_class},",
+    ]
+    if topic.deprecated is not None:
+        const_args.extend(_keyword("deprecated", topic.deprecated))
+
+    args = ["self", f"event: {topic.event}"]
+    if topic.params:
+        args.append("*")
+        args.extend(f"{p.name}: {_SCALARS[p.type]}" for p in topic.params)
+    params_expr = (
+        f"{params_class}({', '.join(f'{p.name}={p.name}' for p in topic.params)})"
+        if topic.params
+        else "None"
+    )
+    publish = MethodIR(
+        _signature(topic.name, args, "int"),
+        _docstring(
+            f"Publish on {wire}: {topic.doc}",
+            8,
+            [
+                ":param event: the event; it is checked fully before anything is sent.",
+                *(f":param {p.name}: {p.doc}" for p in topic.params),
+                ":returns: the number of subscriptions the event was queued for.",
+                ":raises qsse_core.ValidationError: when the event or a parameter does not fit "
+                "the schema; nothing is sent.",
+            ],
+            note=deprecation,
+        ),
+        (f"        return self._publish({const}, event, {params_expr})",),
+    )
+
+    handler_t = f"_{camel}HandlerT"
+    typevars = _typevar(handler_t, f"_typed.Handler[{topic.event}]")
+    handlers = [
+        MethodIR(
+            _signature(f"on_{topic.name}", ["self", f"handler: {handler_t}", "/"], handler_t),
+            _docstring(
+                f"Handle each event on {wire}: {topic.doc}\n\nUse it as a decorator "
+                f"(``@subscriber.on_{topic.name}``) or call it with the handler.",
+                8,
+                [
+                    f":param handler: called with each :class:`{topic.event}`; it may be a "
+                    "coroutine function.",
+                    ":returns: ``handler``, unchanged.",
+                ],
+                note=deprecation,
+            ),
+            (f"        self._on({const}, handler)", "        return handler"),
+        )
+    ]
+    if topic.params:
+        params_handler_t = f"_{camel}ParamsHandlerT"
+        typevars = (
+            *typevars,
+            "",
+            *_typevar(params_handler_t, f"_typed.ParamsHandler[{params_class}, {topic.event}]"),
+        )
+        handlers.append(
+            MethodIR(
+                _signature(
+                    f"on_{topic.name}_with_params",
+                    ["self", f"handler: {params_handler_t}", "/"],
+                    params_handler_t,
+                ),
+                _docstring(
+                    f"Like :meth:`on_{topic.name}`, also passing the parameters of the concrete "
+                    "topic each event arrived on.",
+                    8,
+                    [
+                        f":param handler: called with a :class:`{params_class}` and a "
+                        f":class:`{topic.event}`; it may be a coroutine function.",
+                        ":returns: ``handler``, unchanged.",
+                    ],
+                    note=deprecation,
+                ),
+                (f"        self._on_with_params({const}, handler)", "        return handler"),
+            )
+        )
+    return TopicIR(
+        name=topic.name,
+        const=const,
+        comment=_comment(f"{topic.doc} (``{topic.wire}``)", 0),
+        const_head=_const_head(const, f"_typed.Topic[{params_class}, {topic.event}]"),
+        const_args=_indent(const_args, 4),
+        pattern=_literal(_glob(topic.wire)),
+        publish=publish,
+        typevars=typevars,
+        handlers=tuple(handlers),
+        received=f"_typed.Received[{params_class}, {topic.event}]",
+    )
+
+
+def _params_record(topic: s.Topic) -> RecordIR:
+    fields = []
+    for param in topic.params:
+        constraints: tuple[tuple[str, str], ...] = (
+            (("pattern", PARAM_SEGMENT),) if param.type == "str" else ()
+        )
+        declaration = _declaration(param.name, _SCALARS[param.type], constraints, False, "")
+        fields.append(FieldIR(param.name, (*_comment(param.doc, 4), *declaration)))
+    return RecordIR(
+        f"{_camel(topic.name)}Params",
+        _docstring(f"Parameters of topic ``{topic.wire}``.", 4),
+        tuple(fields),
+    )
+
+
+def _imports(code: Iterable[str]) -> set[str]:
+    text = "\n".join(code)
+    return {line for marker, line in _IMPORTS.items() if marker in text}
+
+
+def lower(schema: s.Schema) -> ModuleIR:
+    """Lower a checked schema to the IR of its generated module."""
+    enums = {e.name: e for e in schema.enums}
+    enum_irs = tuple(
+        EnumIR(
+            e.name,
+            _docstring(e.doc, 4),
+            tuple(MemberIR(v.upper(), _literal(v)) for v in e.values),
+        )
+        for e in schema.enums
+    )
+    record_irs = tuple(
+        RecordIR(r.name, _docstring(r.doc, 4), tuple(_field(f, enums) for f in r.fields))
+        for r in schema.records
+    )
+    params_irs = tuple(_params_record(t) for t in schema.topics if t.params)
+    topic_irs = tuple(_topic(t) for t in schema.topics)
+
+    code = [line for r in (*record_irs, *params_irs) for f in r.fields for line in f.lines]
+    stdlib = {"import typing as _typing", *_imports(code)}
+    if enum_irs:
+        stdlib.add("import enum as _enum")
+
+    prefix = _camel(schema.package)
+    publisher, subscriber, received = (
+        f"{prefix}Publisher",
+        f"{prefix}Subscriber",
+        f"{prefix}Received",
+    )
+    all_names = {
+        "SCHEMA_VERSION",
+        "TOPICS",
+        publisher,
+        subscriber,
+        received,
+        *enums,
+        *(r.name for r in schema.records),
+        *(p.name for p in params_irs),
+        *(t.const for t in topic_irs),
+    }
+    topics = ", ".join(f"``{t.wire}``" for t in schema.topics)
+    return ModuleIR(
+        header=(
+            f"# Generated by qsse-gen from {schema.path}. DO NOT EDIT!",
+            "# Change the schema and run qsse-gen again instead.",
+            "# @" + "generated",  # split so this generator's own source is not marked generated
+        ),
+        docstring=_docstring(
+            f"{schema.doc}\n\nSchema ``{schema.package}`` version {schema.version}; "
+            f"topics {topics}.",
+            0,
+        ),
+        imports_stdlib=tuple(sorted(stdlib)),
+        imports_third_party=("import msgspec as _msgspec",),
+        imports_first_party=(
+            "import qsse_core as _qsse_core",
+            "from qsse_core import typed as _typed",
+        ),
+        all_names=tuple(sorted(all_names)),
+        version=_literal(schema.version),
+        enums=enum_irs,
+        records=record_irs,
+        params=params_irs,
+        topics=topic_irs,
+        publisher=publisher,
+        publisher_docstring=_docstring(
+            f"Publishes ``{schema.package}`` events on a :class:`qsse_core.Server`, checking "
+            "each fully first; rejected events raise :class:`qsse_core.ValidationError` and "
+            "count in ``qsse_validation_rejections_total``.\n\n"
+            f"``{publisher}.create_server(...)`` takes the arguments of "
+            ":class:`qsse_core.Server` but its topics, and declares exactly :data:`TOPICS`.",
+            4,
+        ),
+        subscriber=subscriber,
+        subscriber_docstring=_docstring(
+            f"Receives ``{schema.package}`` events from a :class:`qsse_core.Client`: register "
+            f"handlers with the ``on_`` methods, or ``async for`` over it to get "
+            f":data:`{received}` values. Subscribe the client to :data:`TOPICS` for all "
+            "events, or to concrete topics.\n\n"
+            "Payloads that do not decode go to the client's error handlers as "
+            "``ErrorCode.INVALID_PAYLOAD``, and receiving goes on.",
+            4,
+        ),
+        received=received,
+        received_comment=_comment(
+            "What iterating over the subscriber yields; match on ``.event`` to narrow it.", 0
+        ),
+        received_members=tuple(
+            f"    {'| ' if index else ''}{received}"
+            for index, received in enumerate(dict.fromkeys(t.received for t in topic_irs))
+        ),
+    )

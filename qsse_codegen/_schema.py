@@ -1,0 +1,974 @@
+"""TOML schema → checked schema model.
+
+:func:`load_schema` parses one schema file and checks everything that can be checked without
+generating code. It collects every problem instead of stopping at the first, and raises
+:class:`SchemaError` holding one :class:`Problem` per issue. Each problem names the file as
+given, the key path and, where the TOML source shows it, the line.
+
+The model is plain frozen dataclasses in schema terms (type expressions, wire topics); Python
+names and annotations are computed later by :mod:`qsse_codegen._ir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import keyword
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from typing import Any, TypeAlias
+
+__all__ = [
+    "SCALAR_TYPES",
+    "Enum",
+    "Field",
+    "ListType",
+    "MapType",
+    "NamedType",
+    "Param",
+    "Problem",
+    "Record",
+    "Schema",
+    "SchemaError",
+    "Topic",
+    "TypeExpr",
+    "load_schema",
+    "parse_schema",
+]
+
+#: Scalar type names a schema may use, in the order docs/schema.md lists them.
+SCALAR_TYPES = ("str", "int", "float", "bool", "bytes", "datetime", "date", "UUID", "Decimal")
+
+#: Types a topic parameter may have: they print without dots, so a concrete topic parses back.
+_PARAM_TYPES = ("str", "int", "UUID")
+
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
+_SNAKE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_ENUM_VALUE = re.compile(r"[a-z][a-z0-9_]*\Z")
+_PACKAGE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+\Z")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}\Z")
+
+#: Builtins the generated module refers to by bare name in annotations. A field of that name
+#: would shadow the builtin inside the class body, where msgspec resolves annotations.
+_SHADOWED_BUILTINS = frozenset({"bool", "bytes", "dict", "float", "int", "list", "str"})
+
+#: Names the generated publisher and subscriber use themselves (methods of the runtime bases).
+_RESERVED_TOPIC_NAMES = frozenset({"client", "create_server", "server", "topics"})
+
+#: Keyword parameters of every publisher method besides the topic parameters.
+_RESERVED_PARAM_NAMES = frozenset({"event", "self"})
+
+_NUMERIC_CONSTRAINTS = ("ge", "gt", "le", "lt")
+_LENGTH_CONSTRAINTS = ("min_length", "max_length")
+_CONSTRAINTS = (*_NUMERIC_CONSTRAINTS, *_LENGTH_CONSTRAINTS, "pattern", "tz")
+
+_FIELD_KEYS = ("type", "doc", "optional", "default", *_CONSTRAINTS)
+_RECORD_KEYS = ("doc", "fields")
+_ENUM_KEYS = ("doc", "values")
+_TOPIC_KEYS = ("topic", "event", "doc", "params", "deprecated")
+_PARAM_KEYS = ("type", "doc")
+_SCHEMA_KEYS = ("package", "version", "doc")
+_TOP_KEYS = ("schema", "enums", "records", "topics")
+
+
+# --- model --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NamedType:
+    """A scalar (``int``), an enum or a record, by its schema name."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListType:
+    """``list[item]``."""
+
+    item: TypeExpr
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MapType:
+    """``map[str, value]``: JSON objects only have string keys."""
+
+    value: TypeExpr
+
+
+TypeExpr: TypeAlias = NamedType | ListType | MapType
+Number: TypeAlias = int | float
+Default: TypeAlias = str | int | float | bool | list[Any] | dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a record."""
+
+    name: str
+    type: TypeExpr
+    doc: str
+    optional: bool
+    #: ``None`` when the field has no default (an optional field then defaults to ``None``).
+    default: Default | None
+    constraints: tuple[tuple[str, Number | str | bool], ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    name: str
+    doc: str
+    fields: tuple[Field, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Enum:
+    name: str
+    doc: str
+    values: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    type: str
+    doc: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Topic:
+    """A topic: ``wire`` is the template, e.g. ``ride.{ride_id}.status``."""
+
+    name: str
+    wire: str
+    event: str
+    doc: str
+    params: tuple[Param, ...]
+    #: The deprecation note, or ``None`` when the topic is current.
+    deprecated: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schema:
+    """A checked schema. ``path`` is the file name exactly as the user gave it."""
+
+    path: str
+    package: str
+    version: str
+    doc: str
+    enums: tuple[Enum, ...]
+    records: tuple[Record, ...]
+    topics: tuple[Topic, ...]
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a schema."""
+
+    path: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class SchemaError(Exception):
+    """A schema has problems; ``str()`` lists one per line."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = tuple(problems)
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+# --- locating keys in the TOML source -----------------------------------------------------
+
+_HEADER = re.compile(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?\Z")
+_ASSIGN = re.compile(
+    r"\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=(.*)\Z"
+)
+_INLINE_KEY = re.compile(r"[{,]\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*=")
+
+
+def _split_dotted(key: str) -> tuple[str, ...]:
+    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", key)
+    return tuple(a or b or c for a, b, c in parts)
+
+
+def _index_lines(source: str) -> dict[tuple[str, ...], int]:
+    """Map key paths to the line defining them.
+
+    tomllib reports no positions for valid documents, so this reads the common shapes
+    (headers, dotted keys, one-line inline tables) well enough to point at the line.
+    Multi-line strings are skipped so their contents are not mistaken for keys.
+    """
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    in_string: str | None = None
+    for number, text in enumerate(source.splitlines(), start=1):
+        if in_string is not None:
+            if text.count(in_string) % 2 == 1:
+                in_string = None
+            continue
+        header = _HEADER.match(text)
+        if header is not None:
+            table = _split_dotted(header.group(1))
+            lines.setdefault(table, number)
+            continue
+        assign = _ASSIGN.match(text)
+        if assign is None:
+            continue
+        key = (*table, *_split_dotted(assign.group(1)))
+        lines.setdefault(key, number)
+        value = assign.group(2)
+        for quote in ('"""', "'''"):
+            if value.count(quote) % 2 == 1:
+                in_string = quote
+        if value.lstrip().startswith("{"):
+            for inner in _INLINE_KEY.findall(value):
+                lines.setdefault((*key, inner.strip('"')), number)
+    return lines
+
+
+# --- checking -----------------------------------------------------------------------------
+
+_TOML_TYPE_NAMES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def _toml_type(value: object) -> str:
+    for kind, name in _TOML_TYPE_NAMES.items():
+        if type(value) is kind:
+            return name
+    return "a date or time"
+
+
+class _Checker:
+    def __init__(self, path: str, source: str) -> None:
+        self.path = path
+        self.lines = _index_lines(source)
+        self.problems: list[Problem] = []
+
+    def report(self, key: tuple[str, ...], message: str) -> None:
+        line = None
+        for end in range(len(key), 0, -1):
+            line = self.lines.get(key[:end])
+            if line is not None:
+                break
+        self.problems.append(Problem(self.path, line, ".".join(key), message))
+
+    # Helpers that read one key of a table, reporting a problem and returning None if bad.
+
+    def table(self, value: object, key: tuple[str, ...]) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.report(key, f"expected a table, got {_toml_type(value)}")
+            return None
+        return value
+
+    def known_keys(
+        self, table: Mapping[str, Any], allowed: Sequence[str], key: tuple[str, ...]
+    ) -> None:
+        for name in table:
+            if name not in allowed:
+                self.report((*key, name), f"unknown key {name!r}{_suggest(name, allowed)}")
+
+    def string(
+        self, table: Mapping[str, Any], name: str, key: tuple[str, ...], *, required: bool = True
+    ) -> str | None:
+        if name not in table:
+            if required:
+                self.report((*key, name), "missing required key")
+            return None
+        value = table[name]
+        if not isinstance(value, str):
+            self.report((*key, name), f"expected a string, got {_toml_type(value)}")
+            return None
+        return value
+
+    def doc(self, table: Mapping[str, Any], key: tuple[str, ...]) -> str:
+        doc = self.string(table, "doc", key)
+        if doc is not None and not doc.strip():
+            self.report((*key, "doc"), "doc must not be empty")
+        return (doc or "").strip()
+
+    def name(self, name: str, pattern: re.Pattern[str], what: str, key: tuple[str, ...]) -> bool:
+        if keyword.iskeyword(name):
+            self.report(key, f"{name!r} is a Python keyword; choose another {what} name")
+            return False
+        if pattern.match(name) is None:
+            shape = {
+                _TYPE_NAME.pattern: "CapWords ([A-Z][A-Za-z0-9]*)",
+                _SNAKE_NAME.pattern: "snake_case ([a-z][a-z0-9_]*)",
+            }[pattern.pattern]
+            self.report(key, f"{what} name {name!r} must be {shape}")
+            return False
+        return True
+
+
+class _TypeSyntaxError(Exception):
+    pass
+
+
+def _parse_type(text: str) -> TypeExpr:
+    """Parse ``int``, ``list[T]``, ``map[str, T]``; raise :class:`_TypeSyntaxError`."""
+    tokens: list[str] = re.findall(r"[A-Za-z_][A-Za-z0-9_]*|[\[\],]|\S", text)
+    position = 0
+
+    def take() -> str:
+        nonlocal position
+        if position >= len(tokens):
+            raise _TypeSyntaxError(f"type {text!r} ends early")
+        position += 1
+        return tokens[position - 1]
+
+    def expect(token: str) -> None:
+        got = take()
+        if got != token:
+            raise _TypeSyntaxError(f"expected {token!r} in type {text!r}, got {got!r}")
+
+    def parse() -> TypeExpr:
+        name = take()
+        if not re.match(r"[A-Za-z_]", name):
+            raise _TypeSyntaxError(f"expected a type name in {text!r}, got {name!r}")
+        if name == "list":
+            expect("[")
+            item = parse()
+            expect("]")
+            return ListType(item)
+        if name == "map":
+            expect("[")
+            key = take()
+            if key != "str":
+                raise _TypeSyntaxError(f"map keys must be 'str' (JSON object keys), got {key!r}")
+            expect(",")
+            value = parse()
+            expect("]")
+            return MapType(value)
+        return NamedType(name)
+
+    result = parse()
+    if position != len(tokens):
+        raise _TypeSyntaxError(f"unexpected {tokens[position]!r} in type {text!r}")
+    return result
+
+
+def _type_names(expr: TypeExpr) -> Iterable[str]:
+    if isinstance(expr, NamedType):
+        yield expr.name
+    elif isinstance(expr, ListType):
+        yield from _type_names(expr.item)
+    else:
+        yield from _type_names(expr.value)
+
+
+def _describe(expr: TypeExpr) -> str:
+    if isinstance(expr, NamedType):
+        return expr.name
+    if isinstance(expr, ListType):
+        return f"list[{_describe(expr.item)}]"
+    return f"map[str, {_describe(expr.value)}]"
+
+
+def _constraint_targets(name: str) -> tuple[str, ...]:
+    if name in _NUMERIC_CONSTRAINTS:
+        return ("int", "float")
+    if name in _LENGTH_CONSTRAINTS:
+        return ("str", "bytes", "list", "map")
+    if name == "pattern":
+        return ("str",)
+    return ("datetime",)
+
+
+def _kind(expr: TypeExpr) -> str:
+    if isinstance(expr, ListType):
+        return "list"
+    if isinstance(expr, MapType):
+        return "map"
+    return expr.name
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _wire_segments(wire: str) -> list[str]:
+    return wire.split(".")
+
+
+def _glob(wire: str) -> str:
+    return ".".join("*" if _PLACEHOLDER.match(s) else s for s in _wire_segments(wire))
+
+
+def _globs_overlap(a: str, b: str) -> bool:
+    """Whether some topic matches both patterns, ``*`` matching any run of characters."""
+
+    @cache
+    def go(i: int, j: int) -> bool:
+        if i == len(a) and j == len(b):
+            return True
+        # A star either matches nothing more or swallows one more character of the other side.
+        if i < len(a) and a[i] == "*" and (go(i + 1, j) or (j < len(b) and go(i, j + 1))):
+            return True
+        if j < len(b) and b[j] == "*" and (go(i, j + 1) or (i < len(a) and go(i + 1, j))):
+            return True
+        return i < len(a) and j < len(b) and a[i] == b[j] and a[i] != "*" and go(i + 1, j + 1)
+
+    return go(0, 0)
+
+
+def parse_schema(source: str, path: str) -> Schema:
+    """Check a schema given as TOML text; ``path`` only names it in messages and output.
+
+    :raises SchemaError: listing every problem found.
+    """
+    try:
+        document = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = re.search(r"\(at line (\d+), column \d+\)", message)
+        line = int(found.group(1)) if found else None
+        raise SchemaError([Problem(path, line, "", f"invalid TOML: {message}")]) from None
+    return _check(document, _Checker(path, source))
+
+
+def load_schema(path: str) -> Schema:
+    """Read and check the schema file at ``path`` (relative paths are kept as given).
+
+    :raises SchemaError: when the file cannot be read or the schema has problems.
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            source = file.read()
+    except OSError as exc:
+        raise SchemaError(
+            [Problem(path, None, "", f"cannot read schema: {exc.strerror}")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise SchemaError([Problem(path, None, "", f"schema is not UTF-8: {exc.reason}")]) from None
+    return parse_schema(source, path)
+
+
+def _check(document: dict[str, Any], c: _Checker) -> Schema:
+    c.known_keys(document, _TOP_KEYS, ())
+
+    package = version = ""
+    doc = ""
+    header = c.table(document.get("schema", {}), ("schema",))
+    if "schema" not in document:
+        c.report(("schema",), "missing required table [schema]")
+    elif header is not None:
+        c.known_keys(header, _SCHEMA_KEYS, ("schema",))
+        package = c.string(header, "package", ("schema",)) or ""
+        version = c.string(header, "version", ("schema",)) or ""
+        doc = c.doc(header, ("schema",))
+        if package and _PACKAGE_NAME.match(package) is None:
+            c.report(
+                ("schema", "package"), f"package {package!r} must be snake_case ([a-z][a-z0-9_]*)"
+            )
+        elif package and keyword.iskeyword(package):
+            c.report(
+                ("schema", "package"),
+                f"{package!r} is a Python keyword; choose another package name",
+            )
+
+    enums_table = c.table(document.get("enums", {}), ("enums",)) or {}
+    records_table = c.table(document.get("records", {}), ("records",)) or {}
+    topics_table = c.table(document.get("topics", {}), ("topics",)) or {}
+
+    # Names first, so types can refer to any of them regardless of order.
+    owners: dict[str, str] = {}
+    for section, table in (("enums", enums_table), ("records", records_table)):
+        for name in table:
+            key = (section, name)
+            if not c.name(name, _TYPE_NAME, "type", key):
+                continue
+            if name in SCALAR_TYPES or name in ("list", "map"):
+                c.report(key, f"type name {name!r} is a built-in type")
+            elif name in owners:
+                c.report(key, f"duplicate type name {name!r}: already defined at {owners[name]}")
+            else:
+                owners[name] = ".".join(key)
+    enum_names = {n for n, where in owners.items() if where.startswith("enums.")}
+    record_names = {n for n, where in owners.items() if where.startswith("records.")}
+    known_types = (*SCALAR_TYPES, *sorted(owners))
+
+    generated_names = _generated_names(package, topics_table)
+    for name, where in sorted(owners.items()):
+        if name in generated_names:
+            c.report(
+                tuple(where.split(".")),
+                f"type name {name!r} would shadow the generated {generated_names[name]}",
+            )
+
+    enums = tuple(
+        e for e in (_check_enum(c, name, value) for name, value in enums_table.items()) if e
+    )
+    enum_values = {e.name: e.values for e in enums}
+    records = tuple(
+        r
+        for r in (
+            _check_record(c, name, value, known_types, enum_values)
+            for name, value in records_table.items()
+        )
+        if r
+    )
+    _check_required_cycles(c, records)
+    topics = tuple(
+        t
+        for t in (
+            _check_topic(c, name, value, record_names, enum_names, known_types)
+            for name, value in topics_table.items()
+        )
+        if t
+    )
+    _check_collisions(c, topics)
+    if not topics_table:
+        c.report(("topics",), "a schema needs at least one topic")
+
+    if c.problems:
+        raise SchemaError(c.problems)
+    return Schema(c.path, package, version, doc, enums, records, topics)
+
+
+def _camel(snake: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in snake.split("_"))
+
+
+def _generated_names(package: str, topics: Mapping[str, Any]) -> dict[str, str]:
+    """Module-level names the generator defines itself, which schema types must not take."""
+    prefix = _camel(package)
+    names = {
+        f"{prefix}Publisher": "publisher class",
+        f"{prefix}Subscriber": "subscriber class",
+        f"{prefix}Received": "received-event alias",
+    }
+    names["TOPICS"] = "tuple of wire topics"
+    names["SCHEMA_VERSION"] = "schema version constant"
+    for topic, value in topics.items():
+        names[topic.upper()] = f"constant of topic {topic!r}"
+        if isinstance(value, dict) and value.get("params"):
+            names[f"{_camel(topic)}Params"] = f"parameters class of topic {topic!r}"
+    return names
+
+
+def _check_enum(c: _Checker, name: str, value: object) -> Enum | None:
+    key = ("enums", name)
+    table = c.table(value, key)
+    if table is None:
+        return None
+    c.known_keys(table, _ENUM_KEYS, key)
+    doc = c.doc(table, key)
+    values = table.get("values")
+    if values is None:
+        c.report((*key, "values"), "missing required key")
+        return None
+    if not isinstance(values, list) or not values:
+        c.report(
+            (*key, "values"), f"expected a non-empty array of strings, got {_toml_type(values)}"
+        )
+        return None
+    checked: list[str] = []
+    for index, item in enumerate(values):
+        item_key = (*key, f"values[{index}]")
+        if not isinstance(item, str):
+            c.report(item_key, f"expected a string, got {_toml_type(item)}")
+        elif _ENUM_VALUE.match(item) is None:
+            c.report(item_key, f"enum value {item!r} must be snake_case ([a-z][a-z0-9_]*)")
+        elif item in checked:
+            c.report(item_key, f"duplicate enum value {item!r}")
+        else:
+            checked.append(item)
+    return Enum(name, doc, tuple(checked))
+
+
+def _check_record(
+    c: _Checker,
+    name: str,
+    value: object,
+    known_types: Sequence[str],
+    enum_values: Mapping[str, tuple[str, ...]],
+) -> Record | None:
+    key = ("records", name)
+    table = c.table(value, key)
+    if table is None:
+        return None
+    c.known_keys(table, _RECORD_KEYS, key)
+    doc = c.doc(table, key)
+    fields_table = c.table(table.get("fields", {}), (*key, "fields"))
+    if fields_table is None:
+        return None
+    if not fields_table:
+        c.report((*key, "fields"), "a record needs at least one field")
+    fields = []
+    for field_name, field_value in fields_table.items():
+        field = _check_field(
+            c, (*key, "fields", field_name), field_name, field_value, known_types, enum_values
+        )
+        if field is not None:
+            fields.append(field)
+    return Record(name, doc, tuple(fields))
+
+
+def _check_field(
+    c: _Checker,
+    key: tuple[str, ...],
+    name: str,
+    value: object,
+    known_types: Sequence[str],
+    enum_values: Mapping[str, tuple[str, ...]],
+) -> Field | None:
+    ok = c.name(name, _SNAKE_NAME, "field", key)
+    if ok and name in _SHADOWED_BUILTINS:
+        c.report(
+            key, f"field name {name!r} would shadow the builtin {name!r} the generated code uses"
+        )
+        ok = False
+    table = c.table(value, key)
+    if table is None:
+        return None
+    c.known_keys(table, _FIELD_KEYS, key)
+    doc = c.doc(table, key)
+    type_text = c.string(table, "type", key)
+    optional = table.get("optional", False)
+    if not isinstance(optional, bool):
+        c.report((*key, "optional"), f"expected a boolean, got {_toml_type(optional)}")
+        ok = False
+    if type_text is None:
+        return None
+    try:
+        expr = _parse_type(type_text)
+    except _TypeSyntaxError as exc:
+        c.report((*key, "type"), str(exc))
+        return None
+    for used in _type_names(expr):
+        if used not in known_types:
+            c.report((*key, "type"), f"unknown type {used!r}{_suggest(used, known_types)}")
+            ok = False
+    if not ok:
+        return None
+
+    kind = _kind(expr)
+    constraints: list[tuple[str, Number | str | bool]] = []
+    for constraint in _CONSTRAINTS:
+        if constraint not in table:
+            continue
+        bound = table[constraint]
+        ckey = (*key, constraint)
+        targets = _constraint_targets(constraint)
+        if kind not in targets:
+            fits = ", ".join(targets)
+            c.report(
+                ckey,
+                f"constraint {constraint!r} does not apply to type {_describe(expr)!r} "
+                f"(it applies to {fits})",
+            )
+            continue
+        if constraint in _NUMERIC_CONSTRAINTS:
+            allowed: tuple[type, ...] = (int,) if kind == "int" else (int, float)
+            if type(bound) not in allowed or (
+                isinstance(bound, float) and not math.isfinite(bound)
+            ):
+                want = "an integer" if kind == "int" else "a finite number"
+                c.report(ckey, f"expected {want}, got {_toml_type(bound)}")
+                continue
+        elif constraint in _LENGTH_CONSTRAINTS:
+            if type(bound) is not int or bound < 0:
+                c.report(ckey, f"expected a non-negative integer, got {bound!r}")
+                continue
+        elif constraint == "pattern":
+            if not isinstance(bound, str):
+                c.report(ckey, f"expected a string, got {_toml_type(bound)}")
+                continue
+            try:
+                _compiled(bound)
+            except re.error as exc:
+                c.report(ckey, f"invalid regular expression {bound!r}: {exc}")
+                continue
+        elif not isinstance(bound, bool):
+            c.report(ckey, f"expected a boolean, got {_toml_type(bound)}")
+            continue
+        constraints.append((constraint, bound))
+    bounds = dict(constraints)
+    for low, high in (
+        ("ge", "le"),
+        ("ge", "lt"),
+        ("gt", "le"),
+        ("gt", "lt"),
+        ("min_length", "max_length"),
+    ):
+        lo, hi = bounds.get(low), bounds.get(high)
+        if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
+            c.report(
+                (*key, high), f"{high} = {hi!r} is below {low} = {lo!r}; no value can satisfy both"
+            )
+
+    default: Default | None = None
+    if "default" in table:
+        default = _check_default(c, (*key, "default"), table["default"], expr, enum_values, bounds)
+        if default is None:
+            return None
+    return Field(name, expr, doc, optional, default, tuple(constraints))
+
+
+def _check_default(
+    c: _Checker,
+    key: tuple[str, ...],
+    value: object,
+    expr: TypeExpr,
+    enum_values: Mapping[str, tuple[str, ...]],
+    bounds: Mapping[str, Number | str | bool],
+) -> Default | None:
+    kind = _kind(expr)
+    if kind in ("list", "map"):
+        empty: list[Any] | dict[str, Any] = [] if kind == "list" else {}
+        if value != empty or type(value) is not type(empty):
+            c.report(key, f"a {kind} default must be {'[]' if kind == 'list' else '{}'}")
+            return None
+        return empty
+    expected: dict[str, tuple[type, ...]] = {
+        "str": (str,),
+        "int": (int,),
+        "float": (int, float),
+        "bool": (bool,),
+    }
+    if kind in enum_values:
+        if not isinstance(value, str) or value not in enum_values[kind]:
+            values = enum_values[kind]
+            hint = _suggest(value, values) if isinstance(value, str) else ""
+            c.report(key, f"default {value!r} is not a value of enum {kind!r}{hint}")
+            return None
+        return value
+    if kind not in expected:
+        c.report(
+            key,
+            f"type {kind!r} cannot have a default "
+            "(supported: str, int, float, bool, enums, [] and {})",
+        )
+        return None
+    if type(value) not in expected[kind] or (isinstance(value, float) and not math.isfinite(value)):
+        c.report(
+            key,
+            f"expected {_TOML_TYPE_NAMES[expected[kind][-1]]} for a {kind!r} default, "
+            f"got {_toml_type(value)}",
+        )
+        return None
+    assert isinstance(value, str | int | float)
+    violated = _violated(value, bounds)
+    if violated:
+        c.report(key, f"default {value!r} violates {violated}")
+        return None
+    return value
+
+
+def _violated(value: str | int | float, bounds: Mapping[str, Number | str | bool]) -> str:
+    for name, bound in sorted(bounds.items()):
+        if isinstance(value, str):
+            if name == "min_length" and isinstance(bound, int) and len(value) < bound:
+                return f"min_length = {bound}"
+            if name == "max_length" and isinstance(bound, int) and len(value) > bound:
+                return f"max_length = {bound}"
+            if name == "pattern" and isinstance(bound, str) and not _compiled(bound).search(value):
+                return f"pattern = {bound!r}"
+        elif isinstance(bound, int | float) and not isinstance(bound, bool):
+            failed = {
+                "ge": value < bound,
+                "gt": value <= bound,
+                "le": value > bound,
+                "lt": value >= bound,
+            }.get(name, False)
+            if failed:
+                return f"{name} = {bound!r}"
+    return ""
+
+
+def _check_required_cycles(c: _Checker, records: Sequence[Record]) -> None:
+    """A record that needs itself through required record fields can never be built."""
+    required = {
+        r.name: [
+            (f.name, f.type.name)
+            for f in r.fields
+            if isinstance(f.type, NamedType) and not f.optional
+        ]
+        for r in records
+    }
+    for record in records:
+        stack: list[tuple[str, tuple[str, ...]]] = [(record.name, (record.name,))]
+        seen: set[str] = set()
+        while stack:
+            current, trail = stack.pop()
+            for field_name, target in required.get(current, []):
+                if target == record.name:
+                    via = " -> ".join((*trail, target))
+                    c.report(
+                        ("records", record.name),
+                        f"record {record.name!r} requires itself ({via}, last via field "
+                        f"{field_name!r}); make a field on the cycle optional or a list",
+                    )
+                    stack.clear()
+                    break
+                if target in required and target not in seen:
+                    seen.add(target)
+                    stack.append((target, (*trail, target)))
+
+
+def _check_topic(
+    c: _Checker,
+    name: str,
+    value: object,
+    record_names: set[str],
+    enum_names: set[str],
+    known_types: Sequence[str],
+) -> Topic | None:
+    key = ("topics", name)
+    problems_before = len(c.problems)
+    ok = c.name(name, _SNAKE_NAME, "topic", key)
+    if ok and name in _RESERVED_TOPIC_NAMES:
+        c.report(
+            key,
+            f"topic name {name!r} would shadow a method of the generated publisher or subscriber",
+        )
+        ok = False
+    table = c.table(value, key)
+    if table is None:
+        return None
+    c.known_keys(table, _TOPIC_KEYS, key)
+    doc = c.doc(table, key)
+    wire = c.string(table, "topic", key)
+    event = c.string(table, "event", key)
+    deprecated_value = table.get("deprecated", False)
+    deprecated: str | None = None
+    if isinstance(deprecated_value, str) and deprecated_value.strip():
+        deprecated = deprecated_value.strip()
+    elif deprecated_value is True:
+        deprecated = f"topic {name!r} is deprecated"
+    elif deprecated_value is not False:
+        c.report(
+            (*key, "deprecated"),
+            f"expected a boolean or a non-empty string, got {deprecated_value!r}",
+        )
+
+    if event is not None and event not in record_names:
+        if event in enum_names or event in SCALAR_TYPES:
+            c.report((*key, "event"), f"event type {event!r} must be a record")
+        else:
+            c.report(
+                (*key, "event"),
+                f"unknown record {event!r}{_suggest(event, record_names or known_types)}",
+            )
+        ok = False
+
+    params_table = c.table(table.get("params", {}), (*key, "params")) or {}
+    params: list[Param] = []
+    for param_name, param_value in params_table.items():
+        pkey = (*key, "params", param_name)
+        if not c.name(param_name, _SNAKE_NAME, "parameter", pkey):
+            ok = False
+            continue
+        if param_name in _RESERVED_PARAM_NAMES:
+            c.report(
+                pkey,
+                f"parameter name {param_name!r} is taken by the publisher method's own argument",
+            )
+            ok = False
+            continue
+        ptable = c.table(param_value, pkey)
+        if ptable is None:
+            ok = False
+            continue
+        c.known_keys(ptable, _PARAM_KEYS, pkey)
+        pdoc = c.doc(ptable, pkey)
+        ptype = c.string(ptable, "type", pkey)
+        if ptype is None:
+            ok = False
+            continue
+        if ptype not in _PARAM_TYPES:
+            allowed = ", ".join(_PARAM_TYPES)
+            c.report(
+                (*pkey, "type"),
+                f"parameter type {ptype!r} is not one of {allowed}{_suggest(ptype, _PARAM_TYPES)}",
+            )
+            ok = False
+            continue
+        params.append(Param(param_name, ptype, pdoc))
+
+    if wire is None:
+        return None
+    if not _check_wire(c, (*key, "topic"), wire, list(params_table)):
+        return None
+    if not ok or len(c.problems) > problems_before:
+        return None
+    # Parameters keep the order of their placeholders in the wire topic.
+    order = [m.group(1) for s in _wire_segments(wire) if (m := _PLACEHOLDER.match(s))]
+    params.sort(key=lambda p: order.index(p.name))
+    return Topic(name, wire, event or "", doc, tuple(params), deprecated)
+
+
+def _check_wire(c: _Checker, key: tuple[str, ...], wire: str, declared: Sequence[str]) -> bool:
+    ok = True
+    used: list[str] = []
+    for segment in _wire_segments(wire):
+        placeholder = _PLACEHOLDER.match(segment)
+        if placeholder is not None:
+            param = placeholder.group(1)
+            if param in used:
+                c.report(key, f"parameter {param!r} appears twice in topic {wire!r}")
+                ok = False
+            elif param not in declared:
+                c.report(
+                    key,
+                    f"topic {wire!r} uses parameter {param!r} that is not declared in params"
+                    f"{_suggest(param, declared)}",
+                )
+                ok = False
+            used.append(param)
+        elif _SEGMENT.match(segment) is None:
+            why = (
+                "is empty"
+                if not segment
+                else "may only hold letters, digits, '_' and '-' or be a {parameter}"
+            )
+            c.report(key, f"invalid topic {wire!r}: segment {segment!r} {why}")
+            ok = False
+    for param in declared:
+        if param not in used:
+            c.report(
+                (*key[:-1], "params", param),
+                f"parameter {param!r} does not appear in topic {wire!r}",
+            )
+            ok = False
+    return ok
+
+
+def _check_collisions(c: _Checker, topics: Sequence[Topic]) -> None:
+    seen: list[Topic] = []
+    for topic in topics:
+        for earlier in seen:
+            if _globs_overlap(_glob(topic.wire), _glob(earlier.wire)):
+                c.report(
+                    ("topics", topic.name, "topic"),
+                    f"topic {topic.wire!r} collides with {earlier.wire!r} of "
+                    f"topics.{earlier.name}: a concrete topic would match both, so subscribers "
+                    "could not tell their events apart",
+                )
+                break
+        seen.append(topic)
