@@ -62,6 +62,26 @@ def _split_reason(error: msgspec.ValidationError, root: str) -> tuple[str, str]:
     return root + found.group("path")[1:], found.group("reason")
 
 
+def _first_difference(sent: object, received: object, path: str) -> tuple[str, object]:
+    """Where ``sent`` and its JSON round trip ``received`` first differ, and the sent value."""
+    if isinstance(sent, msgspec.Struct) and type(sent) is type(received):
+        for name in sent.__struct_fields__:
+            a, b = getattr(sent, name), getattr(received, name)
+            if a != b:
+                return _first_difference(a, b, f"{path}.{name}")
+    elif (
+        isinstance(sent, list | tuple) and isinstance(received, list) and len(sent) == len(received)
+    ):
+        for index, (a, b) in enumerate(zip(sent, received, strict=True)):
+            if a != b:
+                return _first_difference(a, b, f"{path}[{index}]")
+    elif isinstance(sent, dict) and isinstance(received, dict) and sent.keys() == received.keys():
+        for key in sent:
+            if sent[key] != received[key]:
+                return _first_difference(sent[key], received[key], f"{path}[{key!r}]")
+    return path, sent
+
+
 @final
 class Topic(Generic[P, E]):
     """One topic of a schema: its wire template, event type and parameter type.
@@ -168,10 +188,16 @@ class Topic(Generic[P, E]):
         except (TypeError, msgspec.EncodeError) as exc:
             raise ValidationError(topic, "$", f"Cannot encode event: {exc}") from None
         try:
-            self._decoder.decode(data)
+            decoded = self._decoder.decode(data)
         except msgspec.ValidationError as exc:
             path, reason = _split_reason(exc, "$")
             raise ValidationError(topic, path, reason) from None
+        if decoded != event:
+            # JSON writes NaN and infinities as null, which an optional float accepts.
+            path, value = _first_difference(event, decoded, "$")
+            raise ValidationError(
+                topic, path, f"Expected a value JSON carries unchanged, got `{value!r}`"
+            )
         return data
 
     def decode(self, data: bytes) -> E:
@@ -222,12 +248,13 @@ def bind_topics(
     return create
 
 
-def _warn_deprecated(topic: Topic[Any, Any]) -> None:
-    # stacklevel 4: this helper, the runtime method, the generated method, the caller.
+def _warn_deprecated(topic: Topic[Any, Any], depth: int) -> None:
+    # ``depth`` counts the frames between this helper and the user's code, so the warning
+    # points at the line that used the deprecated topic.
     warnings.warn(
         f"topic {topic.name!r} ({topic.template}) is deprecated: {topic.deprecated}",
         DeprecationWarning,
-        stacklevel=4,
+        stacklevel=depth + 2,
     )
 
 
@@ -265,7 +292,7 @@ class TypedPublisher:
 
     def _publish(self, topic: Topic[P, E], event: E, params: P) -> int:
         if topic.deprecated is not None:
-            _warn_deprecated(topic)
+            _warn_deprecated(topic, depth=2)  # _publish, then the generated method
         try:
             concrete = topic.topic(params)
             data = topic.encode(event, concrete)
@@ -318,7 +345,7 @@ class TypedSubscriber:
         self, topic: Topic[Any, Any], handler: Callable[[Any, Any], Awaitable[None] | None]
     ) -> None:
         if topic.deprecated is not None:
-            _warn_deprecated(topic)
+            _warn_deprecated(topic, depth=3)  # _add, _on or _on_with_params, generated method
         route = self._routes.get(topic.name)
         if route is None:
             route = self._routes[topic.name] = _Route(topic, [])
