@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from ._codes import ErrorCode
-from ._exceptions import RemoteProtocolError
+from ._exceptions import LocalProtocolError, RemoteProtocolError
 from .events import ErrorReceived, EventReceived
 
 __all__ = [
@@ -64,8 +64,14 @@ _error_decoder = msgspec.json.Decoder(_Error)
 
 
 def encode_offer(token: str, topics: list[str]) -> bytes:
-    """The offer line, newline included."""
-    return _encoder.encode(Offer(token=token, topics=topics)) + b"\n"
+    """The offer line, newline included.
+
+    :raises LocalProtocolError: if a string cannot be encoded as UTF-8 (lone surrogates).
+    """
+    try:
+        return _encoder.encode(Offer(token=token, topics=topics)) + b"\n"
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(f"offer is not valid UTF-8: {exc}") from exc
 
 
 def decode_offer(line: bytes) -> Offer:
@@ -82,7 +88,10 @@ def decode_offer(line: bytes) -> Offer:
 def encode_event(topic: str, data: bytes) -> bytes:
     """One event line, newline included; encoded once however many subscribers get it."""
     buf = bytearray()
-    _encoder.encode_into(_Event(topic=topic, data=data), buf)
+    try:
+        _encoder.encode_into(_Event(topic=topic, data=data), buf)
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(f"topic {topic!r} is not valid UTF-8: {exc}") from exc
     buf += b"\n"
     return bytes(buf)
 

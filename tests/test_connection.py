@@ -156,7 +156,9 @@ def test_client_reports_bad_frames_and_keeps_going():
     peers.server.accept()
     peers.server.send(
         b"garbage\n"
-        + b'{"topic":"a","data":"' + b"A" * 100 + b'"}\n'
+        + b'{"topic":"a","data":"'
+        + b"A" * 100
+        + b'"}\n'
         + encode_event("a", b"after")
         + b'{"topic":"error","data":"bm9wZQ=="}\n'
         + encode_event("b", b"last")

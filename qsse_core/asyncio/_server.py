@@ -281,6 +281,8 @@ class Server:
     def _refuse(self, session: _Session, code: ErrorCode, reason: str) -> None:
         session.conn.close(code, reason)
         session.protocol.transmit()
+        # Stop routing to it now rather than when QUIC finishes closing, a few RTTs later.
+        self._drop(session)
         self.metrics.protocol_errors.labels(reason=code.name.lower()).inc()
         logger.warning("closed connection %s: %s", self._peer(session), reason)
 
