@@ -392,7 +392,8 @@ class RidesPublisher(_typed.TypedPublisher):
         :raises qsse_core.ValidationError: when the event or a parameter does not fit the schema;
             nothing is sent.
         """
-        return self._publish(RIDE_STATUS, event, RideStatusParams(ride_id=ride_id))
+        params = RideStatusParams(ride_id=ride_id)
+        return self._publish(RIDE_STATUS, event, params)
 
     def ride_receipt(self, event: Receipt) -> int:
         """Publish on ``billing.receipt``: Receipts of finished rides.

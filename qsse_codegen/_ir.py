@@ -315,11 +315,19 @@ def _topic(topic: s.Topic) -> TopicIR:
     if topic.params:
         args.append("*")
         args.extend(f"{p.name}: {_SCALARS[p.type]}" for p in topic.params)
-    params_expr = (
-        f"{params_class}({', '.join(f'{p.name}={p.name}' for p in topic.params)})"
-        if topic.params
-        else "None"
-    )
+    body: tuple[str, ...] = (f"        return self._publish({const}, event, None)",)
+    if topic.params:
+        keywords = ", ".join(f"{p.name}={p.name}" for p in topic.params)
+        call = f"        params = {params_class}({keywords})"
+        if len(call) > LINE_WIDTH:
+            call = "\n".join(
+                [
+                    f"        params = {params_class}(",
+                    *(f"            {p.name}={p.name}," for p in topic.params),
+                    "        )",
+                ]
+            )
+        body = (*call.split("\n"), f"        return self._publish({const}, event, params)")
     publish = MethodIR(
         _signature(topic.name, args, "int"),
         _docstring(
@@ -334,7 +342,7 @@ def _topic(topic: s.Topic) -> TopicIR:
             ],
             note=deprecation,
         ),
-        (f"        return self._publish({const}, event, {params_expr})",),
+        body,
     )
 
     handler_t = f"_{camel}HandlerT"

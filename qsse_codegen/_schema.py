@@ -270,8 +270,10 @@ class _Checker:
 
     def report(self, key: tuple[str, ...], message: str) -> None:
         line = None
-        for end in range(len(key), 0, -1):
-            line = self.lines.get(key[:end])
+        # Array items (``values[2]``) are on the line of their array.
+        bare = tuple(re.sub(r"\[\d+\]\Z", "", part) for part in key)
+        for end in range(len(bare), 0, -1):
+            line = self.lines.get(bare[:end])
             if line is not None:
                 break
         self.problems.append(Problem(self.path, line, ".".join(key), message))
