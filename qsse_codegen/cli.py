@@ -115,16 +115,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True)
 
 @app.command(help="Generate a typed publisher/subscriber module from each TOML SCHEMA.")
 def generate(
-    schemas: Annotated[list[str], typer.Argument(help="Schema files (TOML).", show_default=False)],
+    schemas: Annotated[
+        list[str],
+        typer.Argument(metavar="SCHEMA...", help="Schema files (TOML).", show_default=False),
+    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory the modules are written to.")
     ] = Path("generated"),
     check: Annotated[
         bool,
-        typer.Option(help="Write nothing; exit 1 naming each file that differs from its schema."),
+        typer.Option(
+            "--check", help="Write nothing; exit 1 naming each file that differs from its schema."
+        ),
     ] = False,
     stdout: Annotated[
-        bool, typer.Option(help="Print the modules instead of writing them.")
+        bool, typer.Option("--stdout", help="Print the modules instead of writing them.")
     ] = False,
 ) -> None:
     try:
