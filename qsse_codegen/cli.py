@@ -117,7 +117,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True)
 def generate(
     schemas: Annotated[
         list[str],
-        typer.Argument(metavar="SCHEMA...", help="Schema files (TOML).", show_default=False),
+        typer.Argument(help="Schema files (TOML).", show_default=False),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory the modules are written to.")
