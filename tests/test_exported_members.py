@@ -13,7 +13,7 @@ def test_all_is_the_sorted_set_of_public_names():
     assert set(qsse_core.__all__) >= public
     for name in qsse_core.__all__:
         value = getattr(qsse_core, name)
-        if isinstance(value, type) or callable(value) and hasattr(value, "__code__"):
+        if isinstance(value, type) or (callable(value) and hasattr(value, "__code__")):
             assert value.__module__.startswith("qsse_core"), name
 
 
