@@ -41,3 +41,7 @@ class ErrorCode(IntEnum):
     INVALID_PAYLOAD = 0x108
     #: A frame exceeded the receiver's size limit.
     FRAME_TOO_LARGE = 0x109
+    #: Events were dropped for a slow subscriber (qsse/1 gap notice; data names the range).
+    EVENTS_DROPPED = 0x10A
+    #: The connection already holds the server's maximum of subscriptions (qsse/2).
+    TOO_MANY_SUBSCRIPTIONS = 0x10B

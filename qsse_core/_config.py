@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = ["Limits", "ReconnectPolicy"]
 
@@ -31,9 +32,19 @@ class Limits:
     #: a connection that sent nothing for this many seconds gets a QUIC PING, so that peers
     #: with short idle timeouts (Go clients exit after 30 s) stay connected on quiet topics.
     keepalive_interval: float = 10.0
-    #: bytes queued for one subscriber and not yet acknowledged; beyond it the subscriber is
-    #: disconnected with SLOW_CONSUMER, so a stalled client cannot grow server memory.
+    #: bytes written to QUIC and not yet acknowledged, per stream; further events wait in
+    #: qsse's own queue. aioquic buffers without bound, so this is the send-side backpressure.
+    write_window: int = 1024 * 1024
+    #: bytes waiting in qsse's queue per stream (beyond ``write_window``); past it
+    #: ``slow_consumer`` applies. A stalled subscriber costs at most the sum of the two.
     max_queued_bytes: int = 4 * 1024 * 1024
+    #: what happens to a subscriber past ``max_queued_bytes``: ``"disconnect"`` closes it with
+    #: SLOW_CONSUMER; ``"drop"`` drops its oldest queued events and sends it a gap notice.
+    slow_consumer: Literal["disconnect", "drop"] = "disconnect"
+    #: subscriptions one qsse/2 connection may hold.
+    max_subscriptions: int = 1000
+    #: the largest qsse/2 control frame accepted from a client.
+    max_frame_size: int = 64 * 1024
     #: seconds publishes are gathered before being written; 0 writes once per loop iteration.
     #: A few milliseconds fill packets at low rates, trading that latency for much less CPU.
     flush_interval: float = 0.0
@@ -45,10 +56,17 @@ class Limits:
             "max_connections",
             "idle_timeout",
             "keepalive_interval",
+            "write_window",
             "max_queued_bytes",
+            "max_subscriptions",
+            "max_frame_size",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
+        if self.slow_consumer not in ("disconnect", "drop"):
+            raise ValueError(
+                f"Limits.slow_consumer must be 'disconnect' or 'drop', got {self.slow_consumer!r}"
+            )
         if self.flush_interval < 0:
             raise ValueError(f"Limits.flush_interval must be >= 0, got {self.flush_interval!r}")
 

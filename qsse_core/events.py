@@ -13,10 +13,17 @@ __all__ = [
     "ErrorReceived",
     "EventReceived",
     "FrameDropped",
+    "GapReceived",
     "HandshakeDone",
+    "HelloReceived",
     "OfferReceived",
     "ProtocolViolation",
     "QsseEvent",
+    "SubscribeRequested",
+    "SubscriptionAnswered",
+    "UnsubscribeRequested",
+    "UnsubscriptionAnswered",
+    "Welcomed",
 ]
 
 
@@ -54,6 +61,10 @@ class EventReceived(QsseEvent):
     data: bytes
     #: its id within the topic, on protocols that carry ids.
     id: int | None = None
+    #: qsse/2: the payload's content type code (see ``ContentType``).
+    content_type: int | None = None
+    #: qsse/2: the subscription whose stream carried it.
+    subscription_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +110,75 @@ class ConnectionClosed(QsseEvent):
     #: True for an application close (the code is an :class:`~qsse_core.ErrorCode`), False
     #: for a QUIC transport error or an idle timeout (the code is a QUIC transport code).
     application: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HelloReceived(QsseEvent):
+    """Server side, qsse/2: the client introduced itself with its token."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequested(QsseEvent):
+    """Server side, qsse/2: the client asks for a subscription."""
+
+    request_id: int
+    topic: str
+    #: resume after this event id (None: live events only).
+    last_id: int | None
+    #: the history epoch ``last_id`` belongs to.
+    epoch: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeRequested(QsseEvent):
+    """Server side, qsse/2: the client ends a subscription."""
+
+    request_id: int
+    subscription_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Welcomed(QsseEvent):
+    """Client side, qsse/2: the server accepted the token."""
+
+    #: names the server's event-id sequence.
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionAnswered(QsseEvent):
+    """Client side, qsse/2: the result of a subscribe request."""
+
+    request_id: int
+    #: a ``SubscribeStatus`` code.
+    status: int
+    topic: str
+    subscription_id: int
+    #: the newest event id when the subscription started.
+    position: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscriptionAnswered(QsseEvent):
+    """Client side, qsse/2: the result of an unsubscribe request."""
+
+    request_id: int
+    subscription_id: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class GapReceived(QsseEvent):
+    """Client side, qsse/2: events of ``topic`` were lost to this subscription."""
+
+    subscription_id: int
+    #: the declared topic whose events were lost.
+    topic: str
+    #: the first lost id.
+    first_id: int
+    #: the last lost id, or None when unknown (the server's history started over).
+    last_id: int | None
+    reason: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aioquic.quic.connection import QuicConnection
@@ -31,10 +31,17 @@ class QsseProtocol(QuicConnectionProtocol):
         self.on_quic_event: Callable[[QuicEvent], None] = lambda event: None
         self.on_qsse_event: Callable[[QsseEvent], None] = lambda event: None
         self.on_error_received: Callable[[Exception], None] = lambda exc: None
+        #: called after each datagram is processed: acknowledgements may have opened windows.
+        self.on_datagram: Callable[[], None] | None = None
 
     @property
     def quic(self) -> QuicConnection:
         return self._quic
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        if self.on_datagram is not None:
+            self.on_datagram()
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error (e.g. port unreachable) lets a client fail fast instead of timing out.

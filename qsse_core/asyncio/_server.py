@@ -1,10 +1,12 @@
-"""The asyncio qsse server on aioquic."""
+"""The asyncio qsse server on aioquic: qsse/2 and Go's qsse/1 on one port, chosen by ALPN."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -18,50 +20,132 @@ from prometheus_client import CollectorRegistry
 from .._codes import ErrorCode
 from .._config import Limits
 from .._connection import QsseServerConnection
+from .._connection2 import Qsse2ServerConnection
 from .._exceptions import ConfigurationError, LocalProtocolError
-from .._framing import ALPN_QSSE1, encode_event
+from .._framing import ALPN_QSSE1, encode_error, encode_event
+from .._framing2 import (
+    ALPN_QSSE2,
+    ContentType,
+    Gap,
+    SubscribeStatus,
+    encode_control,
+    encode_event_frame,
+)
+from .._history import HistoryStore, MemoryHistory
 from .._hooks import Authenticator, Authorizer, allow_all_tokens, allow_all_topics, resolve
 from .._metrics import Metrics
 from .._tls import self_signed
 from .._topics import TopicTable, is_pattern, topic_matches
-from ..events import ConnectionClosed, OfferReceived, ProtocolViolation, QsseEvent
+from ..events import (
+    ConnectionClosed,
+    HelloReceived,
+    OfferReceived,
+    ProtocolViolation,
+    QsseEvent,
+    SubscribeRequested,
+    UnsubscribeRequested,
+)
 from ._protocol import QsseProtocol
 
 __all__ = ["Server"]
 
 logger = logging.getLogger("qsse.server")
 
+# Why a subscriber missed events, as told in its gap notice.
+_DROPPED, _EVICTED, _EPOCH = range(3)
+_GAP_REASONS = (
+    "dropped: the subscriber fell behind",
+    "no longer held in the history",
+    "the server's history started over",
+)
+
+_Request = HelloReceived | OfferReceived | SubscribeRequested | UnsubscribeRequested
+
+
+class _Outbox:
+    """Frames waiting for one stream: a qsse/1 connection's, or one qsse/2 subscription's."""
+
+    __slots__ = ("frames", "gaps", "session", "size", "stream_id")
+
+    def __init__(self, session: _Session, stream_id: int) -> None:
+        self.session = session
+        self.stream_id = stream_id
+        self.frames: deque[tuple[bytes, int, str]] = deque()  # (frame, event id, label)
+        self.size = 0
+        # label -> [first, last, why] of events lost and not yet told; last -1: unknown.
+        self.gaps: dict[str, list[int]] = {}
+
+    def push(self, frame: bytes, event_id: int, label: str) -> None:
+        self.frames.append((frame, event_id, label))
+        self.size += len(frame)
+
+
+class _Subscription:
+    __slots__ = ("id", "label", "outbox", "session", "topic")
+
+    def __init__(
+        self, session: _Session, sub_id: int, topic: str, label: str, outbox: _Outbox
+    ) -> None:
+        self.session = session
+        self.id = sub_id
+        self.topic = topic
+        self.label = label
+        self.outbox = outbox
+
 
 class _Session:
     """One subscriber connection as the server sees it."""
 
     __slots__ = (
+        "blocked",
         "closed",
         "conn",
         "last_write",
+        "next_sub_id",
         "offer_timer",
-        "pending",
-        "pending_bytes",
+        "outbox",
         "protocol",
+        "requests",
         "subscriptions",
+        "token",
+        "welcomed",
+        "worker",
     )
 
-    def __init__(self, protocol: QsseProtocol, conn: QsseServerConnection) -> None:
+    def __init__(
+        self, protocol: QsseProtocol, conn: QsseServerConnection | Qsse2ServerConnection
+    ) -> None:
         self.protocol = protocol
         self.conn = conn
-        self.subscriptions: list[tuple[str, str]] = []  # (requested topic, declared label)
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
+        self.subscriptions: dict[int, _Subscription] = {}
+        self.next_sub_id = 1
+        self.outbox: _Outbox | None = None  # qsse/1: the one stream every event goes on
+        self.blocked: set[_Outbox] = set()  # outboxes waiting for their write window
+        self.requests: deque[_Request] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.token = ""
+        self.welcomed = False
         self.closed = False
         self.last_write = 0.0
         self.offer_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def v2(self) -> bool:
+        return isinstance(self.conn, Qsse2ServerConnection)
+
+    def backlog(self, outbox: _Outbox) -> int:
+        conn = self.conn
+        if isinstance(conn, Qsse2ServerConnection):
+            return conn.backlog(outbox.stream_id)
+        return conn.backlog
+
 
 class Server:
-    """A qsse server: declared topics, ``publish()``, authentication hooks and limits.
+    """A qsse server: declared topics, ``publish()``, authentication hooks, history and limits.
 
     Use it as ``async with Server(["ride.*"]) as server:``; it listens once the block is
-    entered and closes every connection with GOING_AWAY when it is left.
+    entered and closes every connection with GOING_AWAY when it is left. It speaks qsse/2
+    and Go qsse's protocol (ALPN ``PROTOCOL_QUIC``) on the same port.
 
     :param topics: the declared topics, exact or patterns (``*``, ``?``, ``[...]`` as in Go).
     :param host: the address to listen on.
@@ -72,9 +156,13 @@ class Server:
         memory and a warning logged (development only).
     :param keyfile: PEM private key for ``certfile`` (may be the same file).
     :param limits: see :class:`Limits`.
+    :param history: where recent events are kept for qsse/2 resume; a
+        :class:`MemoryHistory` by default. Pass the same store to a restarted server so its
+        clients resume without loss.
     :param registry: Prometheus registry for :attr:`metrics`; a fresh one by default.
     :param metrics_namespace: prefix of every metric name.
     :param congestion_control: QUIC congestion control algorithm (``reno`` or ``cubic``).
+    :param protocols: the ALPN protocols offered, in order of preference.
     """
 
     def __init__(
@@ -88,9 +176,11 @@ class Server:
         certfile: str | None = None,
         keyfile: str | None = None,
         limits: Limits | None = None,
+        history: HistoryStore | None = None,
         registry: CollectorRegistry | None = None,
         metrics_namespace: str = "qsse",
         congestion_control: str = "reno",
+        protocols: Iterable[str] = (ALPN_QSSE2, ALPN_QSSE1),
     ) -> None:
         try:
             self._table = TopicTable(topics)
@@ -98,14 +188,21 @@ class Server:
             raise ConfigurationError(f"invalid topic declaration: {exc}") from None
         if not self._table.declared:
             raise ConfigurationError("a server needs at least one declared topic")
-        if (certfile is None) != (keyfile is None) and keyfile is not None:
+        if keyfile is not None and certfile is None:
             raise ConfigurationError("keyfile given without certfile")
+        self.protocols = tuple(protocols)
+        unknown = set(self.protocols) - {ALPN_QSSE1, ALPN_QSSE2}
+        if unknown or not self.protocols:
+            raise ConfigurationError(
+                f"protocols must be taken from {[ALPN_QSSE2, ALPN_QSSE1]}, got {self.protocols}"
+            )
         self.host = host
         self._requested_port = port
         self._port: int | None = None
         self.authenticator: Authenticator = authenticator or allow_all_tokens
         self.authorizer: Authorizer = authorizer or allow_all_topics
         self.limits = limits or Limits()
+        self.history: HistoryStore = history if history is not None else MemoryHistory()
         self.metrics = Metrics(registry, metrics_namespace)
         self.metrics.prepare(self._table.declared)
         self._certfile = certfile
@@ -116,14 +213,13 @@ class Server:
         self._quic_server: QuicServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: set[_Session] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._keepalive: asyncio.Task[None] | None = None
-        # Routing: subscription topic -> sessions (a session appears once per subscription).
-        self._subs: dict[str, list[_Session]] = {}
+        # Routing: subscription topic -> subscriptions (one entry per subscription).
+        self._subs: dict[str, list[_Subscription]] = {}
         self._wildcards: set[str] = set()
         self._route_cache: dict[str, tuple[str, ...]] = {}
-        # Writing: sessions with queued frames, flushed together once per loop iteration.
-        self._dirty: set[_Session] = set()
+        # Writing: outboxes with queued frames, drained together once per loop iteration.
+        self._dirty: set[_Outbox] = set()
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._publish_times: list[float] = []
         self._closing = False
@@ -153,6 +249,21 @@ class Server:
         """Connections currently held."""
         return len(self._sessions)
 
+    def subscription_count(self, topic: str | None = None) -> int:
+        """Subscriptions held, to ``topic`` as subscribers wrote it, or to any topic."""
+        if topic is None:
+            return sum(len(subs) for subs in self._subs.values())
+        return len(self._subs.get(topic, ()))
+
+    async def wait_subscribed(self, topic: str, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until at least ``count`` subscriptions to ``topic`` are held.
+
+        :raises TimeoutError: after ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while self.subscription_count(topic) < count:
+                await asyncio.sleep(0.01)
+
     async def __aenter__(self) -> Server:
         await self.start()
         return self
@@ -168,7 +279,7 @@ class Server:
     def _configuration(self) -> QuicConfiguration:
         config = QuicConfiguration(
             is_client=False,
-            alpn_protocols=[ALPN_QSSE1],
+            alpn_protocols=list(self.protocols),
             idle_timeout=self.limits.idle_timeout,
             congestion_control_algorithm=self._congestion_control,
         )
@@ -224,13 +335,15 @@ class Server:
             session.protocol.transmit()
         if self._keepalive is not None:
             self._keepalive.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._keepalive is not None:
-            await asyncio.gather(self._keepalive, return_exceptions=True)
+        workers = [s.worker for s in self._sessions if s.worker is not None]
         for session in list(self._sessions):
             self._drop(session)
+        await asyncio.gather(*workers, return_exceptions=True)
+        if self._keepalive is not None:
+            await asyncio.gather(self._keepalive, return_exceptions=True)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         self._quic_server.close()
         self._quic_server = None
         # Let the transport's close callback run before the caller rebinds the port.
@@ -243,13 +356,17 @@ class Server:
 
         def on_quic_event(event: QuicEvent) -> None:
             if isinstance(event, HandshakeCompleted) and protocol.qsse is None:
-                self._attach(protocol, event)
+                self._attach(protocol, event.alpn_protocol)
 
         protocol.on_quic_event = on_quic_event
         return protocol
 
-    def _attach(self, protocol: QsseProtocol, event: HandshakeCompleted) -> None:
-        conn = QsseServerConnection(protocol.quic, max_offer_size=self.limits.max_offer_size)
+    def _attach(self, protocol: QsseProtocol, alpn: str | None) -> None:
+        conn: QsseServerConnection | Qsse2ServerConnection
+        if alpn == ALPN_QSSE2:
+            conn = Qsse2ServerConnection(protocol.quic, max_frame_size=self.limits.max_frame_size)
+        else:
+            conn = QsseServerConnection(protocol.quic, max_offer_size=self.limits.max_offer_size)
         protocol.qsse = conn
         if self._closing:
             conn.close(ErrorCode.GOING_AWAY, "server shutting down")
@@ -266,6 +383,7 @@ class Server:
         self._sessions.add(session)
         self.metrics.connections.labels(protocol=conn.alpn_protocol).inc()
         protocol.on_qsse_event = lambda ev: self._session_event(session, ev)
+        protocol.on_datagram = lambda: self._on_datagram(session)
         assert self._loop is not None
         session.offer_timer = self._loop.call_later(
             self.limits.offer_timeout, self._offer_timed_out, session
@@ -275,25 +393,27 @@ class Server:
         session.offer_timer = None
         if session.conn.offered or session.closed:
             return
-        reason = f"no complete offer within {self.limits.offer_timeout:g} s"
+        what = "HELLO" if session.v2 else "offer"
+        reason = f"no complete {what} within {self.limits.offer_timeout:g} s"
         self._refuse(session, ErrorCode.OFFER_TIMEOUT, reason)
 
     def _refuse(self, session: _Session, code: ErrorCode, reason: str) -> None:
         session.conn.close(code, reason)
         session.protocol.transmit()
-        # Stop routing to it now rather than when QUIC finishes closing, a few RTTs later.
-        self._drop(session)
         self.metrics.protocol_errors.labels(reason=code.name.lower()).inc()
         logger.warning("closed connection %s: %s", self._peer(session), reason)
+        # Stop routing to it now rather than when QUIC finishes closing, a few RTTs later.
+        self._drop(session)
 
     def _session_event(self, session: _Session, event: QsseEvent) -> None:
-        if isinstance(event, OfferReceived):
-            if session.offer_timer is not None:
+        if isinstance(event, _Request):
+            if session.offer_timer is not None and isinstance(event, OfferReceived | HelloReceived):
                 session.offer_timer.cancel()
                 session.offer_timer = None
-            task = asyncio.create_task(self._admit(session, event))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # Requests are answered in order; hooks may await, so one task works through them.
+            session.requests.append(event)
+            if session.worker is None:
+                session.worker = asyncio.create_task(self._work(session))
         elif isinstance(event, ProtocolViolation):
             try:
                 reason = ErrorCode(event.error_code).name.lower()
@@ -301,26 +421,62 @@ class Server:
                 reason = "unknown"
             self.metrics.protocol_errors.labels(reason=reason).inc()
             logger.warning("closed connection %s: %s", self._peer(session), event.reason)
+            self._drop(session)
         elif isinstance(event, ConnectionClosed):
             self._drop(session)
 
     @staticmethod
     def _peer(session: _Session) -> str:
-        addr = session.protocol.quic._network_paths[0].addr
+        paths = session.protocol.quic._network_paths
+        if not paths:
+            return "?"
+        addr = paths[0].addr
         return f"{addr[0]}:{addr[1]}"
 
-    async def _admit(self, session: _Session, offer: OfferReceived) -> None:
+    async def _work(self, session: _Session) -> None:
         try:
-            authenticated = await resolve(self.authenticator(offer.token))
+            while session.requests and not session.closed:
+                request = session.requests.popleft()
+                if isinstance(request, OfferReceived):
+                    await self._admit_offer(session, request)
+                elif isinstance(request, HelloReceived):
+                    await self._hello(session, request)
+                elif isinstance(request, SubscribeRequested):
+                    await self._subscribe_request(session, request)
+                else:
+                    self._unsubscribe_request(session, request)
+                session.protocol.transmit()
+        except Exception:
+            logger.exception("failed to answer %s", self._peer(session))
+            self._refuse(session, ErrorCode.UNKNOWN, "internal server error")
+        finally:
+            session.worker = None
+
+    async def _authenticate(self, token: str) -> bool:
+        try:
+            ok = await resolve(self.authenticator(token))
         except Exception:
             logger.exception("authenticator raised; refusing the client")
-            authenticated = False
-        if session.closed:
-            return
-        if not authenticated:
+            ok = False
+        if not ok:
             self.metrics.authentication_failures.inc()
-            session.conn.reject()
-            session.protocol.transmit()
+        return ok
+
+    async def _authorize(self, token: str, topic: str, label: str) -> bool:
+        try:
+            ok = await resolve(self.authorizer(token, topic))
+        except Exception:
+            logger.exception("authorizer raised; refusing topic %r", topic)
+            ok = False
+        if not ok:
+            self.metrics.authorization_failures.labels(topic=label).inc()
+        return ok
+
+    async def _admit_offer(self, session: _Session, offer: OfferReceived) -> None:
+        conn = session.conn
+        assert isinstance(conn, QsseServerConnection)
+        if not await self._authenticate(offer.token):
+            conn.reject()
             return
         errors: list[tuple[int, dict[str, Any]]] = []
         admitted: list[tuple[str, str]] = []
@@ -328,34 +484,136 @@ class Server:
             label = self._table.admit(topic)
             if label is None:
                 errors.append((ErrorCode.TOPIC_NOT_AVAILABLE, {"topic": topic}))
-                continue
-            try:
-                allowed = await resolve(self.authorizer(offer.token, topic))
-            except Exception:
-                logger.exception("authorizer raised; refusing topic %r", topic)
-                allowed = False
-            if allowed:
+            elif await self._authorize(offer.token, topic, label):
                 admitted.append((topic, label))
             else:
-                self.metrics.authorization_failures.labels(topic=label).inc()
                 errors.append((ErrorCode.NOT_AUTHORIZED, {"topic": topic}))
         if session.closed:
             return
-        session.conn.accept(errors)
+        conn.accept(errors)
+        assert conn.stream_id is not None
+        session.outbox = _Outbox(session, conn.stream_id)
         for topic, label in admitted:
-            self._subscribe(session, topic, label)
-        session.protocol.transmit()
+            self._subscribe(session, topic, label, session.outbox)
 
-    def _subscribe(self, session: _Session, topic: str, label: str) -> None:
-        session.subscriptions.append((topic, label))
+    async def _hello(self, session: _Session, hello: HelloReceived) -> None:
+        conn = session.conn
+        assert isinstance(conn, Qsse2ServerConnection)
+        session.token = hello.token
+        if not await self._authenticate(hello.token):
+            conn.reject()
+            return
+        session.welcomed = True
+        conn.accept(self.history.epoch, self.limits.max_frame_size)
+
+    async def _subscribe_request(self, session: _Session, request: SubscribeRequested) -> None:
+        conn = session.conn
+        assert isinstance(conn, Qsse2ServerConnection)
+        if not session.welcomed:
+            return  # the HELLO was refused and the connection is closing
+        topic = request.topic
+        label = self._table.admit(topic)
+        status, reason = SubscribeStatus.OK, ""
+        if label is None:
+            status, reason = SubscribeStatus.NOT_AVAILABLE, "topic is not declared"
+        elif len(session.subscriptions) >= self.limits.max_subscriptions:
+            status = SubscribeStatus.LIMIT_REACHED
+            reason = f"connection holds its maximum of {self.limits.max_subscriptions}"
+        elif not await self._authorize(session.token, topic, label):
+            status, reason = SubscribeStatus.NOT_AUTHORIZED, "not authorized"
+        if session.closed:
+            return
+        if status != SubscribeStatus.OK or label is None:
+            conn.answer_subscribe(request.request_id, status, topic, reason=reason)
+            return
+        sub_id = session.next_sub_id
+        session.next_sub_id += 1
+        stream_id = conn.answer_subscribe(
+            request.request_id,
+            status,
+            topic,
+            subscription_id=sub_id,
+            position=self.history.last_id,
+        )
+        assert stream_id is not None
+        outbox = _Outbox(session, stream_id)
+        if request.last_id is not None:
+            self._replay(outbox, topic, label, request.last_id, request.epoch)
+        # No await between replay and registration: no event can fall between the two.
+        self._subscribe(session, topic, label, outbox, sub_id)
+        if outbox.frames or outbox.gaps:
+            self._mark_dirty(outbox)
+
+    def _replay(
+        self, outbox: _Outbox, topic: str, label: str, last_id: int, epoch: int | None
+    ) -> None:
+        labels = [
+            d
+            for d in self._table.declared
+            if d == label or topic_matches(topic, d) or topic_matches(d, topic)
+        ]
+        if epoch != self.history.epoch:
+            for d in labels:
+                outbox.gaps[d] = [last_id + 1, -1, _EPOCH]
+            return
+        now = time.time()
+        streams = []
+        for d in labels:
+            events, evicted = self.history.since(d, last_id, now)
+            if evicted > last_id:
+                outbox.gaps[d] = [last_id + 1, evicted, _EVICTED]
+            streams.append([e for e in events if topic_matches(topic, e.topic)])
+        for event in heapq.merge(*streams, key=lambda e: e.id):
+            frame = encode_event_frame(event.id, event.content_type, event.topic, event.data)
+            outbox.push(frame, event.id, label)
+
+    def _unsubscribe_request(self, session: _Session, request: UnsubscribeRequested) -> None:
+        conn = session.conn
+        assert isinstance(conn, Qsse2ServerConnection)
+        sub = session.subscriptions.get(request.subscription_id)
+        if sub is None:
+            conn.answer_unsubscribe(
+                request.request_id,
+                request.subscription_id,
+                SubscribeStatus.NOT_SUBSCRIBED,
+                None,
+            )
+            return
+        self._unsubscribe(sub)
+        outbox = sub.outbox
+        tail = self._take(outbox, None)
+        self._dirty.discard(outbox)
+        session.blocked.discard(outbox)
+        conn.answer_unsubscribe(
+            request.request_id, sub.id, SubscribeStatus.OK, outbox.stream_id, tail
+        )
+
+    def _subscribe(
+        self, session: _Session, topic: str, label: str, outbox: _Outbox, sub_id: int = 0
+    ) -> None:
+        if not sub_id:
+            sub_id = session.next_sub_id
+            session.next_sub_id += 1
+        sub = _Subscription(session, sub_id, topic, label, outbox)
+        session.subscriptions[sub_id] = sub
         subs = self._subs.get(topic)
         if subs is None:
             subs = self._subs[topic] = []
             if is_pattern(topic):
                 self._wildcards.add(topic)
             self._route_cache.clear()
-        subs.append(session)
+        subs.append(sub)
         self.metrics.subscribers.labels(topic=label).inc()
+
+    def _unsubscribe(self, sub: _Subscription) -> None:
+        del sub.session.subscriptions[sub.id]
+        subs = self._subs[sub.topic]
+        subs.remove(sub)
+        if not subs:
+            del self._subs[sub.topic]
+            self._wildcards.discard(sub.topic)
+            self._route_cache.clear()
+        self.metrics.subscribers.labels(topic=sub.label).dec()
 
     def _drop(self, session: _Session) -> None:
         if session.closed:
@@ -364,71 +622,87 @@ class Server:
         if session.offer_timer is not None:
             session.offer_timer.cancel()
         self._sessions.discard(session)
-        self._dirty.discard(session)
         self.metrics.connections.labels(protocol=session.conn.alpn_protocol).dec()
-        for topic, label in session.subscriptions:
-            subs = self._subs[topic]
-            subs.remove(session)
-            if not subs:
-                del self._subs[topic]
-                self._wildcards.discard(topic)
-                self._route_cache.clear()
-            self.metrics.subscribers.labels(topic=label).dec()
-        session.subscriptions.clear()
-        session.pending.clear()
+        for sub in list(session.subscriptions.values()):
+            self._unsubscribe(sub)
+            self._dirty.discard(sub.outbox)
+        if session.outbox is not None:
+            self._dirty.discard(session.outbox)
+        session.blocked.clear()
+        session.requests.clear()
 
     # -- publishing --------------------------------------------------------------------------
 
-    def publish(self, topic: str, data: bytes) -> int:
+    def publish(self, topic: str, data: bytes, *, content_type: int = ContentType.JSON) -> int:
         """Send ``data`` to every subscription whose topic matches.
 
         ``topic`` is a pattern over the declared topics, as in Go; a concrete topic admitted by
-        a declared pattern (``ride.42.status`` under ``ride.*.status``) is published as is. The
-        event is encoded once per concrete topic and written on the next loop iteration (or
-        after ``Limits.flush_interval``); this call never blocks.
+        a declared pattern (``ride.42.status`` under ``ride.*.status``) is published as is.
+        Each event gets an id and is kept in the history for qsse/2 resume. It is encoded
+        once per protocol and written on the next loop iteration (or after
+        ``Limits.flush_interval``); this call never blocks.
 
+        :param content_type: the payload's encoding, carried to qsse/2 subscribers.
         :returns: the number of subscriptions the event was queued for.
         :raises LocalProtocolError: if ``topic`` matches no declared topic, or the server is
             not running.
         """
         if self._loop is None or self._closing:
             raise LocalProtocolError("publish() on a server that is not running")
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        if not isinstance(data, bytes):
+            if not isinstance(data, bytearray | memoryview):
+                raise TypeError(f"data must be bytes, got {type(data).__name__}")
+            data = bytes(data)
         targets = self._table.publish_targets(topic)
         if not targets:
             raise LocalProtocolError(
                 f"topic {topic!r} matches no declared topic (declared: {list(self.topics)})"
             )
+        now = time.time()
         queued = 0
         for concrete, label in targets:
             self.metrics.published_child(label).inc()
+            event_id = self.history.append(label, concrete, data, content_type, now)
             routes = self._route_cache.get(concrete)
             if routes is None:
                 routes = self._routes(concrete)
             if not routes:
                 self.metrics.events_dropped.labels(topic=label, reason="no_subscribers").inc()
                 continue
-            frame = encode_event(concrete, bytes(data))
-            size = len(frame)
+            v1_frame: bytes | None = None
+            v2_frame: bytes | None = None
             count = 0
             for route in routes:
-                for session in self._subs[route]:
-                    session.pending.append(frame)
-                    session.pending_bytes += size
-                    self._dirty.add(session)
+                for sub in self._subs[route]:
+                    outbox = sub.outbox
+                    if outbox.session.v2:
+                        if v2_frame is None:
+                            v2_frame = encode_event_frame(event_id, content_type, concrete, data)
+                        outbox.push(v2_frame, event_id, label)
+                    else:
+                        if v1_frame is None:
+                            v1_frame = encode_event(concrete, data)
+                        outbox.push(v1_frame, event_id, label)
+                    self._dirty.add(outbox)
                     count += 1
             self.metrics.delivered_child(label).inc(count)
             queued += count
         if queued:
             self._publish_times.append(time.perf_counter())
-            if self._flush_handle is None:
-                interval = self.limits.flush_interval
-                if interval > 0:
-                    self._flush_handle = self._loop.call_later(interval, self._flush)
-                else:
-                    self._flush_handle = self._loop.call_soon(self._flush)
+            self._schedule_flush()
         return queued
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None and self._loop is not None:
+            interval = self.limits.flush_interval
+            if interval > 0:
+                self._flush_handle = self._loop.call_later(interval, self._flush)
+            else:
+                self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _mark_dirty(self, outbox: _Outbox) -> None:
+        self._dirty.add(outbox)
+        self._schedule_flush()
 
     def _routes(self, concrete: str) -> tuple[str, ...]:
         routes = [concrete] if concrete in self._subs else []
@@ -440,42 +714,103 @@ class Server:
         return result
 
     def _flush(self) -> None:
-        """Write what each subscriber has queued in one write and one transmit."""
+        """Write what each stream has queued, within its window, and transmit once per peer."""
         self._flush_handle = None
         dirty, self._dirty = self._dirty, set()
-        bound = self.limits.max_queued_bytes
+        touched: set[_Session] = set()
+        for outbox in dirty:
+            session = outbox.session
+            if session.closed:
+                continue
+            self._drain(outbox)
+            touched.add(session)
         now = time.monotonic()
-        for session in dirty:
-            if session.closed or not session.pending:
-                continue
-            backlog = session.conn.backlog
-            if backlog + session.pending_bytes > bound:
-                self._slow_consumer(session, backlog)
-                continue
-            data = b"".join(session.pending) if len(session.pending) > 1 else session.pending[0]
-            session.pending.clear()
-            session.pending_bytes = 0
-            session.conn.send(data)
-            session.last_write = now
-            session.protocol.transmit()
+        for session in touched:
+            if not session.closed:
+                session.last_write = now
+                session.protocol.transmit()
         end = time.perf_counter()
         observe = self.metrics.publish_write_latency.observe
         for started in self._publish_times:
             observe(end - started)
         self._publish_times.clear()
 
-    def _slow_consumer(self, session: _Session, backlog: int) -> None:
-        for _, label in session.subscriptions:
-            self.metrics.events_dropped.labels(topic=label, reason="slow_consumer").inc(
-                len(session.pending)
+    def _drain(self, outbox: _Outbox) -> None:
+        session = outbox.session
+        room = self.limits.write_window - session.backlog(outbox)
+        if room > 0:
+            data = self._take(outbox, room)
+            if data:
+                if isinstance(session.conn, Qsse2ServerConnection):
+                    session.conn.send(outbox.stream_id, data)
+                else:
+                    session.conn.send(data)
+        if outbox.frames:
+            session.blocked.add(outbox)
+            if outbox.size > self.limits.max_queued_bytes:
+                self._overflow(outbox)
+        else:
+            session.blocked.discard(outbox)
+
+    def _take(self, outbox: _Outbox, room: int | None) -> bytes:
+        """Dequeue gap notices and then frames, up to ``room`` bytes (at least one frame)."""
+        parts: list[bytes] = []
+        if outbox.gaps:
+            parts += [self._gap_frame(outbox, label, span) for label, span in outbox.gaps.items()]
+            outbox.gaps.clear()
+        frames = outbox.frames
+        taken = 0
+        while frames and (room is None or taken < room):
+            frame = frames.popleft()[0]
+            parts.append(frame)
+            taken += len(frame)
+        outbox.size -= taken
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def _gap_frame(self, outbox: _Outbox, label: str, span: list[int]) -> bytes:
+        first, last, why = span
+        if outbox.session.v2:
+            gap = Gap(
+                topic=label,
+                first_id=first,
+                last_id=None if last < 0 else last,
+                reason=_GAP_REASONS[why],
             )
-        reason = (
-            f"subscriber fell behind: {backlog + session.pending_bytes} bytes queued, "
-            f"limit {self.limits.max_queued_bytes}"
+            return encode_control(gap)
+        return encode_error(
+            ErrorCode.EVENTS_DROPPED, {"topic": label, "first_id": first, "last_id": last}
         )
-        session.pending.clear()
-        session.pending_bytes = 0
-        self._refuse(session, ErrorCode.SLOW_CONSUMER, reason)
+
+    def _overflow(self, outbox: _Outbox) -> None:
+        session = outbox.session
+        bound = self.limits.max_queued_bytes
+        if self.limits.slow_consumer == "disconnect":
+            for _, _, label in outbox.frames:
+                self.metrics.events_dropped.labels(topic=label, reason="slow_consumer").inc()
+            reason = (
+                f"subscriber fell behind: {outbox.size} bytes queued beyond the write window, "
+                f"limit {bound}"
+            )
+            outbox.frames.clear()
+            outbox.size = 0
+            self._refuse(session, ErrorCode.SLOW_CONSUMER, reason)
+            return
+        while outbox.frames and outbox.size > bound:
+            frame, event_id, label = outbox.frames.popleft()
+            outbox.size -= len(frame)
+            span = outbox.gaps.setdefault(label, [event_id, event_id, _DROPPED])
+            span[1] = max(span[1], event_id)
+            self.metrics.events_dropped.labels(topic=label, reason="slow_consumer").inc()
+
+    def _on_datagram(self, session: _Session) -> None:
+        # Acknowledgements free window space: move waiting frames on.
+        if session.blocked and not session.closed:
+            for outbox in list(session.blocked):
+                self._drain(outbox)
+            if not session.closed:
+                session.protocol.transmit()
 
     async def _keepalive_loop(self) -> None:
         interval = self.limits.keepalive_interval
