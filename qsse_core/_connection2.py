@@ -23,7 +23,7 @@ from ._framing2 import (
     ALPN_QSSE2,
     FrameReader,
     FrameType,
-    Gap,
+    GapFrame,
     Hello,
     StreamHeader,
     Subscribe,
@@ -46,6 +46,7 @@ from .events import (
     QsseEvent,
     SubscribeRequested,
     SubscriptionAnswered,
+    SubscriptionStarted,
     UnsubscribeRequested,
     UnsubscriptionAnswered,
     Welcomed,
@@ -198,6 +199,7 @@ class Qsse2ServerConnection:
         *,
         subscription_id: int = 0,
         position: int = 0,
+        epoch: int = 0,
         reason: str = "",
     ) -> int | None:
         """Answer a SUBSCRIBE; on success open and return the subscription's stream."""
@@ -206,7 +208,9 @@ class Qsse2ServerConnection:
             stream_id = self._quic.get_next_available_stream_id(is_unidirectional=True)
             self._quic.send_stream_data(
                 stream_id,
-                encode_control(StreamHeader(subscription_id=subscription_id, topic=topic)),
+                encode_control(
+                    StreamHeader(subscription_id=subscription_id, topic=topic, epoch=epoch)
+                ),
             )
         self._send_control(
             encode_control(
@@ -390,7 +394,9 @@ class Qsse2ClientConnection:
             assert isinstance(header, StreamHeader)
             incoming.subscription_id = header.subscription_id
             incoming.topic = header.topic
-            return None
+            return SubscriptionStarted(
+                subscription_id=header.subscription_id, topic=header.topic, epoch=header.epoch
+            )
         if frame_type not in (FrameType.EVENT, FrameType.GAP):
             if frame_type in _CLIENT_FRAMES or frame_type in _SERVER_FRAMES:
                 raise RemoteProtocolError(
@@ -413,7 +419,7 @@ class Qsse2ClientConnection:
                 subscription_id=incoming.subscription_id,
             )
         gap = decode_control(frame_type, payload)
-        assert isinstance(gap, Gap)
+        assert isinstance(gap, GapFrame)
         return GapReceived(
             subscription_id=incoming.subscription_id,
             topic=gap.topic,

@@ -22,7 +22,7 @@ __all__ = [
     "EventFrame",
     "FrameReader",
     "FrameType",
-    "Gap",
+    "GapFrame",
     "Hello",
     "StreamHeader",
     "Subscribe",
@@ -122,9 +122,11 @@ class StreamHeader(msgspec.Struct, omit_defaults=True):
 
     subscription_id: int
     topic: str
+    #: the epoch of the ids on this stream (it may arrive before WELCOME).
+    epoch: int = 0
 
 
-class Gap(msgspec.Struct, omit_defaults=True):
+class GapFrame(msgspec.Struct, omit_defaults=True):
     """Server, on a subscription stream: events of ``topic`` with ids from ``first_id`` to
     ``last_id`` (None: unknown) are lost to this subscriber."""
 
@@ -143,7 +145,7 @@ _CONTROL_TYPES: dict[int, type[msgspec.Struct]] = {
     FrameType.SUBSCRIBE_RESULT: SubscribeResult,
     FrameType.UNSUBSCRIBE_RESULT: UnsubscribeResult,
     FrameType.STREAM_HEADER: StreamHeader,
-    FrameType.GAP: Gap,
+    FrameType.GAP: GapFrame,
 }
 _FRAME_TYPES = {cls: t for t, cls in _CONTROL_TYPES.items()}
 _DECODERS = {t: msgspec.msgpack.Decoder(cls) for t, cls in _CONTROL_TYPES.items()}
@@ -188,7 +190,7 @@ def encode_frame(frame_type: int, payload: bytes) -> bytes:
     return encode_varint(frame_type) + encode_varint(len(payload)) + payload
 
 
-def encode_control(message: Control | StreamHeader | Gap) -> bytes:
+def encode_control(message: Control | StreamHeader | GapFrame) -> bytes:
     """A control, stream-header or gap frame."""
     try:
         payload = _encoder.encode(message)

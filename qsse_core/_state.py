@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["ConnectionState", "Message", "StateChange"]
+__all__ = ["ConnectionState", "Gap", "Message", "StateChange"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,24 @@ class Message:
     data: bytes
     #: its id within the topic, on protocols that carry ids (None on qsse/1).
     id: int | None = None
+    #: qsse/2: the payload's ``ContentType`` code (None on qsse/1).
+    content_type: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events a subscription will never receive, said out loud instead of skipped silently."""
+
+    #: the declared topic whose events were lost.
+    topic: str
+    #: the first lost event id.
+    first_id: int
+    #: the last lost id, or None when unknown (the server's history started over).
+    last_id: int | None
+    #: why they were lost.
+    reason: str
+    #: the subscription (topic as subscribed) that lost them.
+    subscription: str
 
 
 class ConnectionState(Enum):

@@ -21,6 +21,7 @@ __all__ = [
     "QsseEvent",
     "SubscribeRequested",
     "SubscriptionAnswered",
+    "SubscriptionStarted",
     "UnsubscribeRequested",
     "UnsubscriptionAnswered",
     "Welcomed",
@@ -182,3 +183,13 @@ class GapReceived(QsseEvent):
     #: the last lost id, or None when unknown (the server's history started over).
     last_id: int | None
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionStarted(QsseEvent):
+    """Client side, qsse/2: a subscription's stream opened."""
+
+    subscription_id: int
+    topic: str
+    #: the epoch of the event ids the stream carries.
+    epoch: int

@@ -35,7 +35,12 @@ class Recorder:
         client.on_state(lambda change: self.states.append(change.state.value))
 
 
+#: The protocols test clients offer; test modules parametrize it over qsse/2 and qsse/1.
+PROTOCOLS: list[tuple[str, ...]] = [("qsse/2", "PROTOCOL_QUIC")]
+
+
 def client(address: str, topics, **kwargs) -> Client:
+    kwargs.setdefault("protocols", PROTOCOLS[0])
     kwargs.setdefault("insecure", True)
     kwargs.setdefault("reconnect", ReconnectPolicy(retry=False))
     return Client(address, topics, **kwargs)
@@ -70,3 +75,12 @@ def raw_connect(port: int, host: str = "127.0.0.1"):
     config = QuicConfiguration(is_client=True, alpn_protocols=["PROTOCOL_QUIC"])
     config.verify_mode = ssl.CERT_NONE
     return connect(host, port, configuration=config, create_protocol=RawProtocol)
+
+
+def held_bytes(server) -> dict[object, int]:
+    """Per connection: bytes in QUIC's send buffers plus bytes in qsse's queues."""
+    held = {}
+    for session in server._sessions:
+        outboxes = {sub.outbox for sub in session.subscriptions.values()}
+        held[session] = sum(session.backlog(o) + o.size for o in outboxes)
+    return held

@@ -14,7 +14,9 @@ from qsse_core import ErrorCode, Limits, Server
 from qsse_core._framing import encode_event
 from qsse_core._tls import self_signed
 
-from .helpers import Recorder, client, eventually, raw_connect
+from .helpers import Recorder, client, eventually, held_bytes, raw_connect
+
+pytestmark = pytest.mark.usefixtures("protocol")
 
 
 class Ticker:
@@ -132,9 +134,8 @@ async def test_stalled_subscriber_is_disconnected_and_memory_stays_bounded():
             for _ in range(200):
                 server.publish("big", payload)
                 await asyncio.sleep(0.002)
-                for session in server._sessions:
-                    # What one subscriber can hold: a window in QUIC plus the bounded queue.
-                    held = session.conn.backlog + session.outbox.size
+                # What one subscriber can hold: a window in QUIC plus the bounded queue.
+                for held in held_bytes(server).values():
                     assert held <= limits.write_window + limits.max_queued_bytes + 2000
             await eventually(lambda: server.connection_count == 5)
             await eventually(lambda: all(len(r.messages) == 201 for r in recs))
@@ -182,7 +183,7 @@ async def test_client_reports_malformed_frames_and_keeps_going():
     quic_server = await serve("127.0.0.1", 0, configuration=config, create_protocol=GarbageServer)
     port = quic_server._transport.get_extra_info("sockname")[1]
     try:
-        c = client(f"127.0.0.1:{port}", ["a"], max_frame_size=1024)
+        c = client(f"127.0.0.1:{port}", ["a"], max_frame_size=1024, protocols=["PROTOCOL_QUIC"])
         rec = Recorder(c)
         async with c:
             await eventually(lambda: len(rec.messages) == 2)

@@ -97,6 +97,9 @@ def test_sub_json_output(serve):
     out, _ = subscriber.communicate(timeout=20)
     assert subscriber.returncode == 0
     records = [json.loads(line) for line in (first + out).decode().splitlines()]
+    # qsse/2 (the default) carries event ids; they count up within the run.
+    ids = [r.pop("id") for r in records]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert records[-1] == {"topic": "t", "data": "two", "encoding": "utf-8"}
     assert {"topic": "t", "data": "one", "encoding": "utf-8"} in records
     server.stdin.close()

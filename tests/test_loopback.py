@@ -18,6 +18,8 @@ from qsse_core import (
 
 from .helpers import Recorder, client, eventually
 
+pytestmark = pytest.mark.usefixtures("protocol")
+
 
 async def test_fifty_clients_each_receive_a_thousand_events_in_order():
     async with Server(["feed"]) as server:
@@ -244,7 +246,7 @@ async def test_async_iteration_and_async_handlers_in_order():
             assert seen == got
 
 
-async def test_metrics_names_follow_prometheus_conventions():
+async def test_metrics_names_follow_prometheus_conventions(protocol):
     async with Server(["ride.*.status"]) as server:
         c = client(server.address, ["ride.*.status"])
         async with c:
@@ -252,7 +254,7 @@ async def test_metrics_names_follow_prometheus_conventions():
         server.metrics.validation_rejected("ride.*.status")
         out = generate_latest(server.metrics.registry).decode()
     for line in [
-        'qsse_connections{protocol="PROTOCOL_QUIC"}',
+        'qsse_connections{protocol="%s"}' % ("qsse/2" if protocol == "qsse/2" else "PROTOCOL_QUIC"),
         'qsse_subscribers{topic="ride.*.status"}',
         'qsse_events_published_total{topic="ride.*.status"} 1.0',
         'qsse_events_delivered_total{topic="ride.*.status"} 1.0',

@@ -14,25 +14,45 @@ from typing import Any
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import HandshakeCompleted, QuicEvent
 
 from .._codes import ErrorCode
 from .._config import ReconnectPolicy
 from .._connection import QsseClientConnection
-from .._exceptions import ConfigurationError, ConnectError, ConnectionClosedError
+from .._connection2 import Qsse2ClientConnection
+from .._exceptions import (
+    ConfigurationError,
+    ConnectError,
+    ConnectionClosedError,
+    LocalProtocolError,
+)
 from .._framing import ALPN_QSSE1
-from .._state import ConnectionState, Message, StateChange
+from .._framing2 import ALPN_QSSE2, SubscribeStatus
+from .._state import ConnectionState, Gap, Message, StateChange
 from .._topics import topic_matches, validate_pattern
 from ..events import (
     ConnectionClosed,
     ErrorReceived,
     EventReceived,
     FrameDropped,
+    GapReceived,
     HandshakeDone,
     QsseEvent,
+    SubscriptionAnswered,
+    SubscriptionStarted,
+    UnsubscriptionAnswered,
+    Welcomed,
 )
 from ._protocol import QsseProtocol
 
-__all__ = ["Client", "ErrorHandler", "MessageHandler", "StateHandler", "parse_address"]
+__all__ = [
+    "Client",
+    "ErrorHandler",
+    "GapHandler",
+    "MessageHandler",
+    "StateHandler",
+    "parse_address",
+]
 
 logger = logging.getLogger("qsse.client")
 
@@ -42,6 +62,14 @@ MessageHandler = Callable[[Message], Awaitable[None] | None]
 ErrorHandler = Callable[[int, Mapping[str, Any]], Awaitable[None] | None]
 #: A handler for connection state changes.
 StateHandler = Callable[[StateChange], Awaitable[None] | None]
+#: A handler for gap notices: events a subscription will never receive.
+GapHandler = Callable[[Gap], Awaitable[None] | None]
+
+_STATUS_CODES = {
+    SubscribeStatus.NOT_AUTHORIZED: ErrorCode.NOT_AUTHORIZED,
+    SubscribeStatus.NOT_AVAILABLE: ErrorCode.TOPIC_NOT_AVAILABLE,
+    SubscribeStatus.LIMIT_REACHED: ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+}
 
 # Closing codes that another attempt cannot fix: retrying would only repeat them.
 _FATAL_CODES = frozenset(
@@ -92,6 +120,12 @@ class Client:
     :param max_frame_size: the longest frame accepted; longer ones are reported and skipped.
     :param queue_size: messages held for ``async for`` before new ones are dropped (and
         reported to the error handlers).
+    :param protocols: ALPN protocols offered, in order of preference: qsse/2 first, then Go
+        qsse's ``PROTOCOL_QUIC``. qsse/2 adds event ids, resume without loss, a stream per
+        subscription and live subscribe/unsubscribe.
+    :param last_event_ids: qsse/2 positions to resume from (topic -> last event id seen),
+        e.g. :attr:`last_event_ids` saved by an earlier process.
+    :param epoch: the history epoch ``last_event_ids`` belong to (:attr:`epoch`).
     """
 
     def __init__(
@@ -108,6 +142,9 @@ class Client:
         idle_timeout: float = 30.0,
         max_frame_size: int = 16 * 1024 * 1024,
         queue_size: int = 65536,
+        protocols: Sequence[str] = (ALPN_QSSE2, ALPN_QSSE1),
+        last_event_ids: Mapping[str, int] | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.host, self.port = parse_address(address)
         if isinstance(topics, str):
@@ -122,6 +159,20 @@ class Client:
         self.idle_timeout = idle_timeout
         self.max_frame_size = max_frame_size
         self.queue_size = queue_size
+        self.protocols = tuple(protocols)
+        if not self.protocols or set(self.protocols) - {ALPN_QSSE1, ALPN_QSSE2}:
+            raise ConfigurationError(
+                f"protocols must be taken from {[ALPN_QSSE2, ALPN_QSSE1]}, got {self.protocols}"
+            )
+        # qsse/2 resume state: the last event id seen per subscribed topic, in ``_epoch``.
+        self._positions: dict[str, int] = dict(last_event_ids or {})
+        self._epoch = epoch
+        if self._positions and epoch is None:
+            raise ConfigurationError("last_event_ids needs the epoch they belong to")
+        self._wanted: list[str] = list(self.topics)
+        self._subscription_topics: dict[int, str] = {}
+        self._requests: dict[int, tuple[str, asyncio.Future[SubscribeStatus] | None]] = {}
+        self._gap_handlers: list[GapHandler] = []
 
         self._handlers: list[tuple[str, MessageHandler]] = []
         self._message_handlers: list[MessageHandler] = []
@@ -166,6 +217,10 @@ class Client:
         """Call ``handler`` with every :class:`StateChange`."""
         self._state_handlers.append(handler)
 
+    def on_gap(self, handler: GapHandler) -> None:
+        """Call ``handler`` with each :class:`Gap`: events a subscription lost for good."""
+        self._gap_handlers.append(handler)
+
     def emit_error(self, code: int, data: Mapping[str, Any]) -> None:
         """Hand ``(code, data)`` to the error handlers (logged when there are none)."""
         if not self._error_handlers:
@@ -184,6 +239,81 @@ class Client:
     def alpn_protocol(self) -> str | None:
         """The protocol negotiated on the current (or last) connection."""
         return self._alpn
+
+    @property
+    def last_event_ids(self) -> dict[str, int]:
+        """qsse/2: the last event id seen per subscribed topic (save it to resume later)."""
+        return dict(self._positions)
+
+    @property
+    def epoch(self) -> int | None:
+        """qsse/2: the server history epoch :attr:`last_event_ids` belong to."""
+        return self._epoch
+
+    # -- live subscriptions (qsse/2) ------------------------------------------------------------
+
+    def _v2(self) -> Qsse2ClientConnection:
+        conn = self._protocol.qsse if self._protocol is not None else None
+        if not isinstance(conn, Qsse2ClientConnection):
+            raise LocalProtocolError(
+                "live subscriptions need qsse/2; the connection speaks "
+                f"{self._alpn or 'nothing (not connected)'}"
+            )
+        return conn
+
+    async def subscribe(
+        self, topic: str, *, last_event_id: int | None = None, timeout: float = 10.0
+    ) -> SubscribeStatus:
+        """Subscribe on the open connection, without reconnecting (qsse/2).
+
+        :param last_event_id: replay what came after this id first (needs :attr:`epoch`).
+        :returns: the server's answer; only ``OK`` subscribes.
+        :raises LocalProtocolError: on a qsse/1 connection or when not connected.
+        """
+        conn = self._v2()
+        if last_event_id is not None:
+            self._positions[topic] = last_event_id
+        request_id = conn.subscribe(topic, *self._resume_point(topic))
+        waiter: asyncio.Future[SubscribeStatus] = asyncio.get_running_loop().create_future()
+        self._requests[request_id] = (topic, waiter)
+        assert self._protocol is not None
+        self._protocol.transmit()
+        status = await asyncio.wait_for(waiter, timeout)
+        if status == SubscribeStatus.OK:
+            self._wanted.append(topic)
+        return status
+
+    async def unsubscribe(self, topic: str, *, timeout: float = 10.0) -> SubscribeStatus:
+        """End every subscription to ``topic`` on the open connection (qsse/2).
+
+        :returns: ``OK``, or ``NOT_SUBSCRIBED`` when there was none.
+        """
+        conn = self._v2()
+        self._wanted = [t for t in self._wanted if t != topic]
+        self._positions.pop(topic, None)
+        ids = [sid for sid, t in self._subscription_topics.items() if t == topic]
+        if not ids:
+            return SubscribeStatus.NOT_SUBSCRIBED
+        waiters: list[asyncio.Future[SubscribeStatus]] = []
+        for sid in ids:
+            waiter: asyncio.Future[SubscribeStatus] = asyncio.get_running_loop().create_future()
+            self._requests[conn.unsubscribe(sid)] = (topic, waiter)
+            waiters.append(waiter)
+        assert self._protocol is not None
+        self._protocol.transmit()
+        statuses: list[SubscribeStatus] = await asyncio.wait_for(asyncio.gather(*waiters), timeout)
+        return SubscribeStatus.OK if SubscribeStatus.OK in statuses else statuses[0]
+
+    def _resume_point(self, topic: str) -> tuple[int | None, int | None]:
+        if topic in self._positions:
+            return self._positions[topic], self._epoch
+        return None, None
+
+    def _adopt_epoch(self, epoch: int) -> None:
+        if epoch != self._epoch:
+            # Ids of another epoch mean nothing here; the server reports the gap itself.
+            self._epoch = epoch
+            self._positions.clear()
 
     def _set_state(self, change: StateChange) -> None:
         self._state = change.state
@@ -242,7 +372,7 @@ class Client:
     def _hang_up(self, code: int, reason: str) -> None:
         if self._protocol is not None and self._protocol.qsse is not None:
             conn = self._protocol.qsse
-            assert isinstance(conn, QsseClientConnection)
+            assert isinstance(conn, QsseClientConnection | Qsse2ClientConnection)
             conn.close(code, reason)
             self._protocol.transmit()
         if self._transport is not None:
@@ -275,7 +405,7 @@ class Client:
     def _configuration(self) -> QuicConfiguration:
         config = QuicConfiguration(
             is_client=True,
-            alpn_protocols=[ALPN_QSSE1],
+            alpn_protocols=list(self.protocols),
             server_name=self.server_name,
             idle_timeout=self.idle_timeout,
         )
@@ -296,9 +426,6 @@ class Client:
             raise ConnectError(f"cannot resolve {self.host!r}: {exc}") from exc
         family, _, _, _, addr = infos[0]
         quic = QuicConnection(configuration=self._configuration())
-        conn = QsseClientConnection(
-            quic, token=self.token, topics=self.topics, max_frame_size=self.max_frame_size
-        )
         lost: asyncio.Future[ConnectionClosed] = loop.create_future()
         failed: asyncio.Future[Exception] = loop.create_future()
 
@@ -306,6 +433,9 @@ class Client:
             if isinstance(event, ConnectionClosed):
                 if not lost.done():
                     lost.set_result(event)
+            elif isinstance(event, HandshakeDone):
+                if isinstance(protocol.qsse, Qsse2ClientConnection):
+                    self._subscribe_all(protocol.qsse)  # pipelined right behind HELLO
             else:
                 self._on_event(event)
 
@@ -314,7 +444,13 @@ class Client:
                 failed.set_result(exc)
 
         protocol = QsseProtocol(quic)
-        protocol.qsse = conn
+
+        def on_quic_event(event: QuicEvent) -> None:
+            # The handshake picks the protocol; its connection sees the same event next.
+            if isinstance(event, HandshakeCompleted) and protocol.qsse is None:
+                protocol.qsse = self._connection(quic, event.alpn_protocol)
+
+        protocol.on_quic_event = on_quic_event
         protocol.on_qsse_event = on_event
         protocol.on_error_received = on_error_received
         # A connected socket, so the kernel reports ICMP "port unreachable" and a dial to a
@@ -354,8 +490,25 @@ class Client:
         self._protocol = protocol
         self._transport = transport
         self._lost = lost
-        self._alpn = conn.alpn_protocol
         self._set_state(StateChange(ConnectionState.CONNECTED))
+
+    def _connection(
+        self, quic: QuicConnection, alpn: str | None
+    ) -> QsseClientConnection | Qsse2ClientConnection:
+        self._alpn = alpn
+        if alpn == ALPN_QSSE2:
+            return Qsse2ClientConnection(quic, token=self.token, max_frame_size=self.max_frame_size)
+        return QsseClientConnection(
+            quic, token=self.token, topics=self._wanted, max_frame_size=self.max_frame_size
+        )
+
+    def _subscribe_all(self, conn: Qsse2ClientConnection) -> None:
+        self._subscription_topics.clear()
+        for request_id in [r for r, (_, w) in self._requests.items() if w is None]:
+            del self._requests[request_id]
+        for topic in self._wanted:
+            request_id = conn.subscribe(topic, *self._resume_point(topic))
+            self._requests[request_id] = (topic, None)
 
     async def _supervise(self) -> None:
         while not self._closing:
@@ -385,13 +538,65 @@ class Client:
 
     def _on_event(self, event: QsseEvent) -> None:
         if isinstance(event, EventReceived):
-            self._deliver(Message(event.topic, event.data, event.id))
+            if event.subscription_id is not None and event.id is not None:
+                topic = self._subscription_topics.get(event.subscription_id)
+                if topic is not None and event.id > self._positions.get(topic, 0):
+                    self._positions[topic] = event.id
+            self._deliver(Message(event.topic, event.data, event.id, event.content_type))
         elif isinstance(event, ErrorReceived):
             self.emit_error(event.code, event.data)
+            if event.code == ErrorCode.EVENTS_DROPPED:
+                self._gap(
+                    Gap(
+                        topic=str(event.data.get("topic", "")),
+                        first_id=int(event.data.get("first_id", 0)),
+                        last_id=event.data.get("last_id"),
+                        reason="dropped: the subscriber fell behind",
+                        subscription="",
+                    )
+                )
         elif isinstance(event, FrameDropped):
             self.emit_error(event.code, {"reason": event.reason, "raw": event.raw})
-        elif isinstance(event, HandshakeDone):
-            self._alpn = event.alpn_protocol
+        elif isinstance(event, SubscriptionStarted):
+            self._adopt_epoch(event.epoch)
+            self._subscription_topics[event.subscription_id] = event.topic
+        elif isinstance(event, Welcomed):
+            self._adopt_epoch(event.epoch)
+        elif isinstance(event, SubscriptionAnswered):
+            self._answered(event)
+        elif isinstance(event, UnsubscriptionAnswered):
+            self._subscription_topics.pop(event.subscription_id, None)
+            _, waiter = self._requests.pop(event.request_id, ("", None))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(SubscribeStatus(event.status))
+        elif isinstance(event, GapReceived):
+            topic = self._subscription_topics.get(event.subscription_id, "")
+            if event.last_id is not None and event.last_id > self._positions.get(topic, 0):
+                self._positions[topic] = event.last_id
+            self._gap(
+                Gap(event.topic, event.first_id, event.last_id, event.reason, subscription=topic)
+            )
+
+    def _answered(self, event: SubscriptionAnswered) -> None:
+        topic, waiter = self._requests.pop(event.request_id, (event.topic, None))
+        try:
+            status = SubscribeStatus(event.status)
+        except ValueError:
+            status = SubscribeStatus.NOT_AVAILABLE
+        if status == SubscribeStatus.OK:
+            self._subscription_topics[event.subscription_id] = topic
+            self._positions.setdefault(topic, event.position)
+        else:
+            code = _STATUS_CODES.get(status, ErrorCode.UNKNOWN)
+            self.emit_error(code, {"topic": topic})
+        if waiter is not None and not waiter.done():
+            waiter.set_result(status)
+
+    def _gap(self, gap: Gap) -> None:
+        if not self._gap_handlers:
+            logger.warning("qsse gap: %s", gap)
+        for handler in self._gap_handlers:
+            self._call(handler, gap)
 
     def _deliver(self, message: Message) -> None:
         matched = False

@@ -26,7 +26,7 @@ from .._framing import ALPN_QSSE1, encode_error, encode_event
 from .._framing2 import (
     ALPN_QSSE2,
     ContentType,
-    Gap,
+    GapFrame,
     SubscribeStatus,
     encode_control,
     encode_event_frame,
@@ -534,6 +534,7 @@ class Server:
             topic,
             subscription_id=sub_id,
             position=self.history.last_id,
+            epoch=self.history.epoch,
         )
         assert stream_id is not None
         outbox = _Outbox(session, stream_id)
@@ -772,7 +773,7 @@ class Server:
     def _gap_frame(self, outbox: _Outbox, label: str, span: list[int]) -> bytes:
         first, last, why = span
         if outbox.session.v2:
-            gap = Gap(
+            gap = GapFrame(
                 topic=label,
                 first_id=first,
                 last_id=None if last < 0 else last,
