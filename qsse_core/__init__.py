@@ -12,11 +12,13 @@ from ._exceptions import (
     RemoteProtocolError,
     ValidationError,
 )
+from ._framing2 import ContentType, SubscribeStatus
+from ._history import HistoryPolicy, HistoryStore, MemoryHistory, StoredEvent
 from ._hooks import Authenticator, Authorizer
 from ._metrics import Metrics
-from ._state import ConnectionState, Message, StateChange
+from ._state import ConnectionState, Gap, Message, StateChange
 from ._topics import topic_matches
-from .asyncio import Client, ErrorHandler, MessageHandler, Server, StateHandler
+from .asyncio import Client, ErrorHandler, GapHandler, MessageHandler, Server, StateHandler
 
 __version__ = "0.1.0"
 
@@ -28,10 +30,16 @@ __all__ = [
     "ConnectError",
     "ConnectionClosedError",
     "ConnectionState",
+    "ContentType",
     "ErrorCode",
     "ErrorHandler",
+    "Gap",
+    "GapHandler",
+    "HistoryPolicy",
+    "HistoryStore",
     "Limits",
     "LocalProtocolError",
+    "MemoryHistory",
     "Message",
     "MessageHandler",
     "Metrics",
@@ -42,6 +50,8 @@ __all__ = [
     "Server",
     "StateChange",
     "StateHandler",
+    "StoredEvent",
+    "SubscribeStatus",
     "ValidationError",
     "topic_matches",
 ]
