@@ -1,0 +1,1 @@
+"""qsse benchmarks: ``python -m bench`` (see bench/README.md)."""

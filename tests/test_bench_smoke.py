@@ -1,0 +1,50 @@
+"""The benchmark harness runs end to end at tiny sizes, so it cannot rot.
+
+Nothing here asserts a speed: the figures of a tiny run mean nothing. It checks that every
+scenario produces rows without failures and that the table, JSON and plot are written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("websockets")
+
+from bench.cli import main
+
+
+@pytest.mark.timeout(60)
+def test_harness_runs_every_scenario_at_tiny_sizes(tmp_path):
+    results = main(
+        [
+            "--smoke",
+            "--scenarios",
+            "fanout,paced,memory,typed,hol",
+            "--targets",
+            "qsse/1,websockets",
+            "--fanout-n",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    rows = results["rows"]
+    assert [r for r in rows if r["errors"]] == []
+    seen = {(r["scenario"], r["target"]) for r in rows}
+    for scenario in ("fanout", "paced", "memory", "hol"):
+        assert (scenario, "qsse/1") in seen
+        assert (scenario, "websockets") in seen
+    fanout = next(r for r in rows if r["scenario"] == "fanout" and r["target"] == "qsse/1")
+    assert fanout["summary"]["events_s"]["median"] > 0
+    paced = next(r for r in rows if r["scenario"] == "paced" and r["target"] == "qsse/1")
+    assert paced["summary"]["received"]["median"] == 1.0
+    assert math.isfinite(paced["summary"]["p99_ms"]["median"])
+    assert any(r["scenario"] == "typed" for r in rows)
+
+    assert json.loads((tmp_path / "results.json").read_text())["rows"]
+    table = (tmp_path / "results.md").read_text()
+    assert "### (1) Fan-out" in table and "### (5) Head-of-line" in table
+    assert (tmp_path / "plot.png").stat().st_size > 0
