@@ -31,15 +31,16 @@ def split_target(target: str) -> tuple[str, str | None]:
 def client_kind(target: str, workload: str) -> str:
     """The subscriber client used for ``target``.
 
-    qsse/1 at full speed uses the bare QUIC receiver (as the raw ceiling does) so the server
-    is what saturates; latency runs use the SDK client so the figure is publish-to-handler.
+    qsse/1 at full speed (and idle) uses the bare QUIC receiver, as the raw ceiling does, so
+    the server is what saturates; latency runs use the SDK client so the figure is
+    publish-to-handler.
     A ``:kind`` suffix on the target forces the client.
     """
     target, forced = split_target(target)
     if forced is not None:
         return forced
     if target == "qsse/1":
-        return "light" if workload == "fanout" else "sdk"
+        return "light" if workload in ("fanout", "idle") else "sdk"
     if target.startswith("qsse/"):
         return "sdk"
     if target.startswith("raw-"):
