@@ -124,15 +124,14 @@ class Qsse2ServerConnection:
             return self._violation(
                 ErrorCode.UNEXPECTED_STREAM, f"unexpected second bidirectional stream {sid}"
             )
-        frames, skipped = self._reader.feed(event.data)
-        if skipped:
-            return self._violation(
-                ErrorCode.FRAME_TOO_LARGE,
-                f"control frame of {skipped[0]} bytes exceeds the limit of "
-                f"{self._reader.max_frame_size} bytes",
-            )
         out: list[QsseEvent] = []
-        for frame_type, payload in frames:
+        for frame_type, payload, length in self._reader.feed(event.data):
+            if payload is None:
+                return out + self._violation(
+                    ErrorCode.FRAME_TOO_LARGE,
+                    f"control frame of {length} bytes exceeds the limit of "
+                    f"{self._reader.max_frame_size} bytes",
+                )
             try:
                 produced = self._control_frame(frame_type, payload)
             except RemoteProtocolError as exc:
@@ -308,19 +307,18 @@ class Qsse2ClientConnection:
     def _dropped(self, code: int, reason: str, raw: bytes = b"") -> FrameDropped:
         return FrameDropped(code=code, reason=reason, raw=raw[:200])
 
-    def _too_large(self, sizes: list[int]) -> list[QsseEvent]:
-        return [
-            self._dropped(
-                ErrorCode.FRAME_TOO_LARGE,
-                f"frame of {size} bytes exceeds the limit of {self._max_frame_size} bytes",
-            )
-            for size in sizes
-        ]
+    def _too_large(self, size: int) -> FrameDropped:
+        return self._dropped(
+            ErrorCode.FRAME_TOO_LARGE,
+            f"frame of {size} bytes exceeds the limit of {self._max_frame_size} bytes",
+        )
 
     def _control_data(self, event: StreamDataReceived) -> list[QsseEvent]:
-        frames, skipped = self._control_reader.feed(event.data)
-        out = self._too_large(skipped)
-        for frame_type, payload in frames:
+        out: list[QsseEvent] = []
+        for frame_type, payload, length in self._control_reader.feed(event.data):
+            if payload is None:
+                out.append(self._too_large(length))
+                continue
             if frame_type not in (
                 FrameType.WELCOME,
                 FrameType.SUBSCRIBE_RESULT,
@@ -370,9 +368,11 @@ class Qsse2ClientConnection:
         incoming = self._incoming.get(sid)
         if incoming is None:
             incoming = self._incoming[sid] = _Incoming(self._max_frame_size)
-        frames, skipped = incoming.reader.feed(event.data)
-        out = self._too_large(skipped)
-        for frame_type, payload in frames:
+        out: list[QsseEvent] = []
+        for frame_type, payload, length in incoming.reader.feed(event.data):
+            if payload is None:
+                out.append(self._too_large(length))
+                continue
             try:
                 produced = self._subscription_frame(incoming, frame_type, payload)
             except RemoteProtocolError as exc:

@@ -278,15 +278,17 @@ class FrameReader:
         """Bytes held that do not yet form a frame (or are still to be skipped)."""
         return len(self._buf) + self._skip
 
-    def feed(self, data: bytes) -> tuple[list[tuple[int, bytes]], list[int]]:
-        """Add ``data``; return complete frames and the sizes of frames skipped as too large."""
+    def feed(self, data: bytes) -> list[tuple[int, bytes | None, int]]:
+        """Add ``data``; return ``(type, payload, length)`` for each complete frame, in order.
+
+        ``payload`` is None for a frame skipped as larger than ``max_frame_size``.
+        """
         if self._skip:
             taken = min(self._skip, len(data))
             self._skip -= taken
             data = data[taken:]
         self._buf += data
-        frames: list[tuple[int, bytes]] = []
-        skipped: list[int] = []
+        frames: list[tuple[int, bytes | None, int]] = []
         buf = self._buf
         pos = 0
         while True:
@@ -299,7 +301,7 @@ class FrameReader:
                 break
             length, start = got
             if length > self.max_frame_size:
-                skipped.append(length)
+                frames.append((frame_type, None, length))
                 available = len(buf) - start
                 if available >= length:
                     pos = start + length
@@ -309,7 +311,7 @@ class FrameReader:
                 break
             if start + length > len(buf):
                 break
-            frames.append((frame_type, bytes(buf[start : start + length])))
+            frames.append((frame_type, bytes(buf[start : start + length]), length))
             pos = start + length
         del buf[:pos]
-        return frames, skipped
+        return frames

@@ -114,9 +114,10 @@ def test_malformed_event_frames(payload, message):
 )
 def test_event_roundtrip(event_id, ctype, topic, data):
     frame = encode_event_frame(event_id, ctype, topic, data)
-    frames, skipped = FrameReader(1 << 20).feed(frame)
-    assert skipped == [] and len(frames) == 1
-    frame_type, payload = frames[0]
+    frames = FrameReader(1 << 20).feed(frame)
+    assert len(frames) == 1
+    frame_type, payload, _ = frames[0]
+    assert payload is not None
     assert frame_type == FrameType.EVENT
     event = decode_event(payload)
     assert (event.id, event.content_type, event.topic, event.data) == (event_id, ctype, topic, data)
@@ -130,7 +131,7 @@ def test_event_roundtrip(event_id, ctype, topic, data):
 )
 def test_control_roundtrip(request_id, topic, last_id, epoch):
     message = Subscribe(request_id=request_id, topic=topic, last_id=last_id, epoch=epoch)
-    frame_type, payload = FrameReader(1 << 20).feed(encode_control(message))[0][0]
+    frame_type, payload, _ = FrameReader(1 << 20).feed(encode_control(message))[0]
     assert decode_control(frame_type, payload) == message
 
 
@@ -153,9 +154,9 @@ def test_reader_any_chunking(messages, cut):
     reader = FrameReader(1 << 20)
     got = []
     for i in range(0, len(stream), cut):
-        frames, skipped = reader.feed(stream[i : i + cut])
-        assert skipped == []
-        got += [decode_control(t, p) for t, p in frames]
+        frames = reader.feed(stream[i : i + cut])
+        assert all(p is not None for _, p, _ in frames)
+        got += [decode_control(t, p) for t, p, _ in frames]
     assert got == messages
     assert reader.pending == 0
 
@@ -164,12 +165,11 @@ def test_reader_skips_oversized_frames_by_length():
     reader = FrameReader(max_frame_size=10)
     big = encode_event_frame(1, 0, "t", b"x" * 100)
     small = encode_control(Hello(token="ok"))
-    frames, skipped = reader.feed(big[:50])
-    assert (frames, skipped) == ([], [104])  # the declared payload length
+    # Reported once, in stream order, with its declared payload length.
+    assert reader.feed(big[:50]) == [(FrameType.EVENT, None, 104)]
     assert reader.pending > 0
-    frames, skipped = reader.feed(big[50:] + small)
-    assert skipped == []
-    assert [decode_control(t, p) for t, p in frames] == [Hello(token="ok")]
+    frames = reader.feed(big[50:] + small)
+    assert [decode_control(t, p) for t, p, _ in frames] == [Hello(token="ok")]
     assert reader.pending == 0
 
 
@@ -178,8 +178,9 @@ def test_reader_skips_oversized_frames_by_length():
 def test_arbitrary_bytes_never_raise_other_errors_nor_hang(raw, cut):
     reader = FrameReader(max_frame_size=64)
     for i in range(0, len(raw), cut):
-        frames, _ = reader.feed(raw[i : i + cut])
-        for frame_type, payload in frames:
+        for frame_type, payload, _ in reader.feed(raw[i : i + cut]):
+            if payload is None:
+                continue
             with contextlib.suppress(RemoteProtocolError):
                 if frame_type == FrameType.EVENT:
                     decode_event(payload)
