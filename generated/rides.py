@@ -246,6 +246,7 @@ DRIVER_LOCATION: _typing.Final[_typed.Topic[None, DriverLocation]] = _typed.Topi
     template="driver.location",
     event=DriverLocation,
     params=None,
+    history=_qsse_core.HistoryPolicy(max_events=50, max_age=30.0),
 )
 
 #: Status changes of one ride; subscribe to ride.42.status for one ride or ride.*.status for all.
@@ -255,6 +256,7 @@ RIDE_STATUS: _typing.Final[_typed.Topic[RideStatusParams, RideStatus]] = _typed.
     template="ride.{ride_id}.status",
     event=RideStatus,
     params=RideStatusParams,
+    history=_qsse_core.HistoryPolicy(max_events=10000, max_bytes=4194304, max_age=3600.0),
 )
 
 #: Receipts of finished rides. (``billing.receipt``)
@@ -350,7 +352,7 @@ class RidesPublisher(_typed.TypedPublisher):
         RIDE_RECEIPT,
         DRIVER_POSITION,
     )
-    create_server = staticmethod(_typed.bind_topics(_qsse_core.Server, TOPICS))
+    create_server = staticmethod(_typed.bind_topics(_qsse_core.Server, topics))
 
     def passenger_start(self, event: PassengerStart) -> int:
         """Publish on ``ride.passenger.start``: A passenger asked for a ride.

@@ -284,6 +284,22 @@ def _keyword(name: str, text: str) -> list[str]:
     return [f"{name}=(", *(f"    {_literal(piece)}" for piece in pieces), "),"]
 
 
+def _history(history: s.History) -> list[str]:
+    bounds = [
+        f"{name}={value!r}"
+        for name, value in (
+            ("max_events", history.max_events),
+            ("max_bytes", history.max_bytes),
+            ("max_age", history.max_age),
+        )
+        if value is not None
+    ]
+    line = f"history=_qsse_core.HistoryPolicy({', '.join(bounds)}),"
+    if 4 + len(line) <= LINE_WIDTH:
+        return [line]
+    return ["history=_qsse_core.HistoryPolicy(", *(f"    {b}," for b in bounds), "),"]
+
+
 def _glob(wire: str) -> str:
     return re.sub(r"\{[^{}]*\}", "*", wire)
 
@@ -310,6 +326,8 @@ def _topic(topic: s.Topic) -> TopicIR:
     ]
     if topic.deprecated is not None:
         const_args.extend(_keyword("deprecated", topic.deprecated))
+    if topic.history is not None:
+        const_args.extend(_history(topic.history))
 
     args = ["self", f"event: {topic.event}"]
     if topic.params:

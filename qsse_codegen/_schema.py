@@ -69,7 +69,8 @@ _CONSTRAINTS = (*_NUMERIC_CONSTRAINTS, *_LENGTH_CONSTRAINTS, "pattern", "tz")
 _FIELD_KEYS = ("type", "doc", "optional", "default", *_CONSTRAINTS)
 _RECORD_KEYS = ("doc", "fields")
 _ENUM_KEYS = ("doc", "values")
-_TOPIC_KEYS = ("topic", "event", "doc", "params", "deprecated")
+_TOPIC_KEYS = ("topic", "event", "doc", "params", "deprecated", "history")
+_HISTORY_KEYS = ("max_events", "max_bytes", "max_age")
 _PARAM_KEYS = ("type", "doc")
 _SCHEMA_KEYS = ("package", "version", "doc")
 _TOP_KEYS = ("schema", "enums", "records", "topics")
@@ -149,6 +150,18 @@ class Topic:
     params: tuple[Param, ...]
     #: The deprecation note, or ``None`` when the topic is current.
     deprecated: str | None
+    #: How much of the topic's past a server keeps for qsse/2 resume, or ``None`` for the
+    #: server's default.
+    history: History | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class History:
+    """A topic's ``history`` table: the bounds of its retained events."""
+
+    max_events: int | None
+    max_bytes: int | None
+    max_age: float | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -869,6 +882,8 @@ def _check_topic(
             f"expected a boolean or a non-empty string, got {deprecated_value!r}",
         )
 
+    history = _history(c, table.get("history"), (*key, "history"))
+
     if event is not None and event not in record_names:
         if event in enum_names or event in SCALAR_TYPES:
             c.report((*key, "event"), f"event type {event!r} must be a record")
@@ -922,7 +937,32 @@ def _check_topic(
     # Parameters keep the order of their placeholders in the wire topic.
     order = [m.group(1) for s in _wire_segments(wire) if (m := _PLACEHOLDER.match(s))]
     params.sort(key=lambda p: order.index(p.name))
-    return Topic(name, wire, event or "", doc, tuple(params), deprecated)
+    return Topic(name, wire, event or "", doc, tuple(params), deprecated, history)
+
+
+def _history(c: _Checker, value: object, key: tuple[str, ...]) -> History | None:
+    if value is None:
+        return None
+    table = c.table(value, key)
+    if table is None:
+        return None
+    c.known_keys(table, _HISTORY_KEYS, key)
+    bounds: dict[str, int | None] = {}
+    for name in ("max_events", "max_bytes"):
+        bound = table.get(name)
+        if bound is not None and (
+            isinstance(bound, bool) or not isinstance(bound, int) or bound < 0
+        ):
+            c.report((*key, name), f"expected an integer >= 0, got {bound!r}")
+            bound = None
+        bounds[name] = bound
+    age = table.get("max_age")
+    if age is not None and (
+        isinstance(age, bool) or not isinstance(age, int | float) or not age > 0
+    ):
+        c.report((*key, "max_age"), f"expected a number of seconds > 0, got {age!r}")
+        age = None
+    return History(bounds["max_events"], bounds["max_bytes"], None if age is None else float(age))
 
 
 def _check_wire(c: _Checker, key: tuple[str, ...], wire: str, declared: Sequence[str]) -> bool:

@@ -22,10 +22,11 @@ import msgspec
 
 from ._codes import ErrorCode
 from ._exceptions import ConfigurationError, ValidationError
+from ._history import HistoryPolicy, MemoryHistory
 from ._topics import topic_matches
 
 if TYPE_CHECKING:
-    from . import Client, Message, Server
+    from . import Client, GapHandler, Message, Server
 
 __all__ = [
     "Handler",
@@ -94,6 +95,7 @@ class Topic(Generic[P, E]):
     :param event: the msgspec Struct carried on the topic.
     :param params: the Struct of the topic parameters, or ``None`` for a topic without any.
     :param deprecated: why and how to migrate, when the topic is deprecated.
+    :param history: how much of the topic's past a server keeps for qsse/2 resume.
     """
 
     __slots__ = (
@@ -102,6 +104,7 @@ class Topic(Generic[P, E]):
         "_regex",
         "deprecated",
         "event",
+        "history",
         "name",
         "pattern",
         "template",
@@ -115,11 +118,13 @@ class Topic(Generic[P, E]):
         event: type[E],
         params: type[P] | None,
         deprecated: str | None = None,
+        history: HistoryPolicy | None = None,
     ) -> None:
         self.name = name
         self.template = template
         self.event = event
         self.deprecated = deprecated
+        self.history = history
         #: The glob a server declares and a subscriber uses to receive every concrete topic.
         self.pattern = _PLACEHOLDER.sub("*", template)
         self._params_type = params
@@ -229,22 +234,30 @@ class Received(Generic[P, E]):
     params: P
     #: the decoded event.
     event: E
+    #: its id on qsse/2 (orders events within a topic; None on qsse/1).
+    id: int | None = None
 
 
 def bind_topics(
-    factory: Callable[Concatenate[Iterable[str], _Args], R], topics: Iterable[str]
+    factory: Callable[Concatenate[Iterable[str], _Args], R],
+    topics: Iterable[Topic[Any, Any]],
 ) -> Callable[_Args, R]:
-    """``factory`` with its first argument fixed to ``topics``, keeping the rest typed.
+    """``factory`` with its first argument fixed to the patterns of ``topics``.
 
-    Generated publishers use it as ``create_server = staticmethod(bind_topics(Server, TOPICS))``
-    so that ``RidesPublisher.create_server(port=0)`` declares exactly the schema's topics.
+    Generated publishers use it as ``create_server = staticmethod(bind_topics(Server, topics))``
+    so that ``RidesPublisher.create_server(port=0)`` declares exactly the schema's topics, and,
+    unless the caller passes ``history=``, keeps each topic's past as its schema says.
     """
     fixed = tuple(topics)
+    patterns = tuple(t.pattern for t in fixed)
+    policies = {t.pattern: t.history for t in fixed if t.history is not None}
 
     def create(*args: _Args.args, **kwargs: _Args.kwargs) -> R:
-        return factory(fixed, *args, **kwargs)
+        if policies and "history" not in kwargs:
+            kwargs["history"] = MemoryHistory(topics=policies)
+        return factory(patterns, *args, **kwargs)
 
-    create.__doc__ = f"Create it declaring the topics {', '.join(fixed)}."
+    create.__doc__ = f"Create it declaring the topics {', '.join(patterns)}."
     return create
 
 
@@ -335,6 +348,23 @@ class TypedSubscriber:
         """The client events are received from."""
         return self._client
 
+    @property
+    def last_event_ids(self) -> dict[str, int]:
+        """qsse/2: the last event id seen per subscribed topic; the client resumes from these
+        on every reconnect. Save them with :attr:`epoch` to resume in a later process."""
+        return self._client.last_event_ids
+
+    @property
+    def epoch(self) -> int | None:
+        """qsse/2: the server history epoch :attr:`last_event_ids` belong to."""
+        return self._client.epoch
+
+    def on_gap(self, handler: GapHandler) -> None:
+        """Call ``handler`` with each :class:`~qsse_core.Gap`: events of a topic this
+        subscriber will never receive (fell out of the server's history while it was away,
+        or dropped because it fell behind). Gaps are never silent."""
+        self._client.on_gap(handler)
+
     def _on(self, topic: Topic[Any, E], handler: Handler[E]) -> None:
         self._add(topic, lambda _params, event: handler(event))
 
@@ -372,7 +402,7 @@ class TypedSubscriber:
                 {"topic": message.topic, "data": message.data, "reason": str(exc)},
             )
             return None
-        return Received(message.topic, params, event)
+        return Received(message.topic, params, event, message.id)
 
     async def _iterate(self) -> AsyncIterator[Received[Any, Any]]:
         async for message in self._client:

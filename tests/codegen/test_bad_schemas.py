@@ -45,6 +45,24 @@ def test_base_schema_is_valid() -> None:
             id="unknown_type",
         ),
         pytest.param(
+            BASE.replace(
+                'doc = "Placed."',
+                'doc = "Placed."\nhistory = { max_events = -1, max_bytes = "big", max_age = 0, keep = 1 }',
+            ),
+            [
+                "shop.toml:14: topics.order_placed.history.keep: unknown key 'keep'",
+                "shop.toml:14: topics.order_placed.history.max_events: expected an integer >= 0, got -1",
+                "shop.toml:14: topics.order_placed.history.max_bytes: expected an integer >= 0, got 'big'",
+                "shop.toml:14: topics.order_placed.history.max_age: expected a number of seconds > 0, got 0",
+            ],
+            id="bad_history",
+        ),
+        pytest.param(
+            BASE.replace('doc = "Placed."', 'doc = "Placed."\nhistory = 10'),
+            ["shop.toml:14: topics.order_placed.history: expected a table, got an integer"],
+            id="history_not_a_table",
+        ),
+        pytest.param(
             BASE.replace('event = "Order"', 'event = "Ordre"'),
             [
                 "shop.toml:12: topics.order_placed.event: unknown record 'Ordre'; did you mean 'Order'?",

@@ -94,7 +94,7 @@ class TreePublisher(_typed.TypedPublisher):
     topics: _typing.ClassVar[tuple[_typed.Topic[_typing.Any, _typing.Any], ...]] = (
         TREE_CHANGED,
     )
-    create_server = staticmethod(_typed.bind_topics(_qsse_core.Server, TOPICS))
+    create_server = staticmethod(_typed.bind_topics(_qsse_core.Server, topics))
 
     def tree_changed(self, event: Node) -> int:
         """Publish on ``tree.changed``: The tree changed.

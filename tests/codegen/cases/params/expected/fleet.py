@@ -73,6 +73,7 @@ DEPOT_PING: _typing.Final[_typed.Topic[DepotPingParams, Ping]] = _typed.Topic(
     template="depot.{depot}.ping",
     event=Ping,
     params=DepotPingParams,
+    history=_qsse_core.HistoryPolicy(max_events=100, max_age=60.5),
 )
 
 #: The old global heartbeat. (``ping``)
@@ -140,7 +141,7 @@ class FleetPublisher(_typed.TypedPublisher):
         DEPOT_PING,
         LEGACY_PING,
     )
-    create_server = staticmethod(_typed.bind_topics(_qsse_core.Server, TOPICS))
+    create_server = staticmethod(_typed.bind_topics(_qsse_core.Server, topics))
 
     def vehicle_ping(self, event: Ping, *, region: str, vehicle_id: _uuid.UUID) -> int:
         """Publish on ``fleet.{region}.vehicle.{vehicle_id}.ping``: Heartbeats of one vehicle in one

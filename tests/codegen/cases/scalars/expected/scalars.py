@@ -128,7 +128,7 @@ class ScalarsPublisher(_typed.TypedPublisher):
     topics: _typing.ClassVar[tuple[_typed.Topic[_typing.Any, _typing.Any], ...]] = (
         SAMPLES,
     )
-    create_server = staticmethod(_typed.bind_topics(_qsse_core.Server, TOPICS))
+    create_server = staticmethod(_typed.bind_topics(_qsse_core.Server, topics))
 
     def samples(self, event: Sample) -> int:
         """Publish on ``samples``: Samples.
