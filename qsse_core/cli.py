@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -16,8 +17,23 @@ import typer
 from ._codes import ErrorCode
 from ._config import ReconnectPolicy
 from ._exceptions import ConnectError, QsseError
-from ._state import Message
+from ._framing import ALPN_QSSE1
+from ._framing2 import ALPN_QSSE2
+from ._state import Gap, Message
 from .asyncio import Client, Server
+
+
+class Protocol(StrEnum):
+    AUTO = "auto"
+    QSSE2 = "qsse/2"
+    QSSE1 = "qsse/1"
+
+
+_PROTOCOLS = {
+    Protocol.AUTO: (ALPN_QSSE2, ALPN_QSSE1),
+    Protocol.QSSE2: (ALPN_QSSE2,),
+    Protocol.QSSE1: (ALPN_QSSE1,),
+}
 
 app = typer.Typer(
     help="Subscribe to and serve qsse topics over QUIC.",
@@ -61,6 +77,9 @@ def sub(
         int, typer.Option(help="Exit after this many events (0: run until closed).")
     ] = 0,
     retry: Annotated[bool, typer.Option(help="Reconnect when the connection drops.")] = False,
+    protocol: Annotated[
+        Protocol, typer.Option(help="auto prefers qsse/2 and falls back to Go's qsse/1.")
+    ] = Protocol.AUTO,
 ) -> None:
     """Print each event as TOPIC<TAB>DATA (or JSON); errors go to stderr."""
     code = asyncio.run(
@@ -73,6 +92,7 @@ def sub(
             as_json=as_json,
             count=count,
             retry=retry,
+            protocols=_PROTOCOLS[protocol],
         )
     )
     raise typer.Exit(code)
@@ -88,6 +108,7 @@ async def _sub(
     as_json: bool,
     count: int,
     retry: bool,
+    protocols: tuple[str, ...],
 ) -> int:
     client = Client(
         address,
@@ -96,6 +117,7 @@ async def _sub(
         insecure=insecure,
         cafile=cafile,
         reconnect=ReconnectPolicy(retry=retry, max_attempts=None if retry else 0),
+        protocols=protocols,
     )
     received = 0
     enough = asyncio.Event()
@@ -117,8 +139,13 @@ async def _sub(
     def on_error(code: int, data: Mapping[str, Any]) -> None:
         print(f"error {_code_name(code)} ({code}): {json.dumps(_jsonable(data))}", file=sys.stderr)
 
+    def on_gap(gap: Gap) -> None:
+        last = "?" if gap.last_id is None else gap.last_id
+        print(f"gap {gap.topic}: ids {gap.first_id}..{last} lost ({gap.reason})", file=sys.stderr)
+
     client.on_message(on_message)
     client.on_error(on_error)
+    client.on_gap(on_gap)
     try:
         await client.connect()
     except ConnectError as exc:

@@ -138,3 +138,14 @@ def test_sub_exits_non_zero_when_server_shuts_down(serve):
     _, err = subscriber.communicate(timeout=20)
     assert subscriber.returncode == 1
     assert "GOING_AWAY (256) 'server shutting down'" in err.decode()
+
+
+def test_sub_can_insist_on_the_go_protocol(serve):
+    server, port = serve("t")
+    subscriber = sub(port, "t", "--insecure", "--json", "--count", "1", "--protocol", "qsse/1")
+    first = publish_until_received(server, subscriber, [b"t go"])
+    out, _ = subscriber.communicate(timeout=20)
+    record = json.loads((first + out).decode().splitlines()[0])
+    assert record == {"topic": "t", "data": "go", "encoding": "utf-8"}  # qsse/1: no id
+    assert subscriber.returncode == 0
+    server.stdin.close()
