@@ -11,6 +11,7 @@ from qsse_core import (
     ConnectionClosedError,
     ConnectionState,
     ErrorCode,
+    Limits,
     LocalProtocolError,
     ReconnectPolicy,
     Server,
@@ -264,3 +265,35 @@ async def test_metrics_names_follow_prometheus_conventions(protocol):
     ]:
         assert line in out
     assert "ride.1.status" not in out  # labels stay bounded: declared topics only
+
+
+@pytest.mark.parametrize("keepalive", [True, False])
+async def test_keepalive_pings_hold_quiet_connections_open(keepalive):
+    # The client's 1 s idle timeout stands in for Go's 30 s, which exits Go clients.
+    limits = Limits(keepalive_interval=0.2 if keepalive else 60.0)
+    async with Server(["quiet"], limits=limits) as server:
+        c = client(server.address, ["quiet"], idle_timeout=1.0)
+        rec = Recorder(c)
+        async with c:
+            await server.wait_subscribed("quiet")
+            await asyncio.sleep(2.5)  # silence on the topic
+            if keepalive:
+                assert rec.states == ["connecting", "connected"]
+                assert server.publish("quiet", b"still here") == 1
+                await eventually(lambda: len(rec.messages) == 1)
+            else:
+                assert "lost" in rec.states  # idled out: what a Go client would die of
+
+
+def test_metrics_handler_is_a_wsgi_app_like_gos_metric_handler():
+    server = Server(["a"])
+    app = server.metrics_handler()
+    status: list[str] = []
+    body = b"".join(
+        app(
+            {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": ""},
+            lambda s, headers: status.append(s),
+        )
+    )
+    assert status == ["200 OK"]
+    assert b'qsse_events_published_total{topic="a"} 0.0' in body

@@ -7,7 +7,7 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -248,6 +248,13 @@ class Server:
     def connection_count(self) -> int:
         """Connections currently held."""
         return len(self._sessions)
+
+    def metrics_handler(self) -> Callable[..., Any]:
+        """A WSGI app serving this server's metrics, like Go's ``MetricHandler()``.
+
+        See :attr:`metrics` for an ASGI app or a standalone HTTP server.
+        """
+        return self.metrics.wsgi_app()
 
     def subscription_count(self, topic: str | None = None) -> int:
         """Subscriptions held, to ``topic`` as subscribers wrote it, or to any topic."""
