@@ -28,6 +28,12 @@ def split_target(target: str) -> tuple[str, str | None]:
     return base, kind or None
 
 
+def quic_backend(target: str) -> str:
+    """The QUIC library qsse runs on for ``target``: ``qsse/2@qh3`` is qsse/2 on qh3."""
+    base = split_target(target)[0]
+    return base.partition("@")[2] or "aioquic"
+
+
 def client_kind(target: str, workload: str) -> str:
     """The subscriber client used for ``target``.
 
@@ -37,6 +43,7 @@ def client_kind(target: str, workload: str) -> str:
     A ``:kind`` suffix on the target forces the client.
     """
     target, forced = split_target(target)
+    target = target.partition("@")[0]
     if forced is not None:
         return forced
     if target == "qsse/1":
@@ -56,8 +63,13 @@ def _subscriber_loop(target: str, kind: str, loop: str) -> str:
     """aioquic clients always run on asyncio: under uvloop qsse's Client cannot dial (its
     connected socket refuses aioquic's ``sendto(data, addr)``) and several bare aioquic clients
     in one process time out their handshakes. Only the server's loop is under test."""
-    if kind == "sdk" or (kind == "light" and target != "raw-qh3"):
+    if kind == "sdk" or kind == "light-aioquic":
         return "asyncio"
+    if kind == "light":
+        try:
+            import qh3  # noqa: F401
+        except ImportError:
+            return "asyncio"
     return loop
 
 
@@ -79,6 +91,8 @@ class RunSpec:
     client_ns: str | None = None
     server_args: dict[str, Any] = field(default_factory=dict)
     timeout: float = 120.0
+    #: run the server under py-spy, writing collapsed stacks to this path.
+    profile: str | None = None
 
 
 class _Proc:
@@ -125,12 +139,14 @@ class _Proc:
             await self.proc.wait()
 
 
-async def _spawn(argv: list[str], name: str, netns: str | None, logdir: str) -> _Proc:
+async def _spawn(argv: list[str], name: str, netns: str | None, logdir: str, backend: str) -> _Proc:
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]
     log = os.path.join(logdir, name.replace("/", "_") + ".log")
     env = dict(os.environ)
     env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    # qsse picks qh3 when it is installed unless told otherwise; the target says which.
+    env["QSSE_QUIC_BACKEND"] = backend
     with open(log, "wb") as errors:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -153,7 +169,7 @@ async def run_once(spec: RunSpec) -> dict[str, Any]:
     """Run ``spec`` and return the server's result and every subscriber's result."""
     logdir = tempfile.mkdtemp(prefix="qsse-bench-run-")
     server_cpu, client_cpus = ([0], [1]) if spec.pin and (os.cpu_count() or 1) >= 2 else ([], [])
-    target, _ = split_target(spec.target)
+    target = split_target(spec.target)[0].partition("@")[0]
     argv = [
         sys.executable,
         "-m",
@@ -177,9 +193,14 @@ async def run_once(spec: RunSpec) -> dict[str, Any]:
         argv += ["--cpu", str(server_cpu[0])]
     for key, value in spec.server_args.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
+    if spec.profile is not None:
+        from ._profile import py_spy_argv
+
+        argv = py_spy_argv(spec.profile) + argv
     procs: list[_Proc] = []
     try:
-        server = await _spawn(argv, "server", spec.server_ns, logdir)
+        backend = quic_backend(spec.target)
+        server = await _spawn(argv, "server", spec.server_ns, logdir, backend)
         procs.append(server)
         ready = await server.read_event(30)
         port = int(ready["port"])
@@ -211,7 +232,7 @@ async def run_once(spec: RunSpec) -> dict[str, Any]:
                 sub_argv += ["--cpu", str(client_cpus[0])]
             if spec.latency:
                 sub_argv.append("--latency")
-            sub = await _spawn(sub_argv, f"subscriber{i}", spec.client_ns, logdir)
+            sub = await _spawn(sub_argv, f"subscriber{i}", spec.client_ns, logdir, backend)
             procs.append(sub)
             subscribers.append(sub)
         connect_timeout = 30 + spec.n * 0.05

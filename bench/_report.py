@@ -7,7 +7,13 @@ from typing import Any
 
 __all__ = ["markdown", "plot"]
 
-CEILING = {"qsse/1": "raw-aioquic", "qsse/1:sdk": "raw-aioquic", "qsse/2": "raw-aioquic"}
+CEILING = {
+    "qsse/1": "raw-aioquic",
+    "qsse/1:sdk": "raw-aioquic",
+    "qsse/2": "raw-aioquic",
+    "qsse/1@qh3": "raw-qh3",
+    "qsse/2@qh3": "raw-qh3",
+}
 PEERS = ("sse-starlette", "websockets")
 
 

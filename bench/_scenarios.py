@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from ._common import CertFiles, percentile
 from ._harness import RunError, RunSpec, client_kind, run_once, split_target
 from ._micro import typed_cases
+from ._profile import summarize_profile
 
 __all__ = ["Config", "run_scenarios", "summarize"]
 
@@ -43,6 +45,8 @@ class Config:
     processes: int = 4
     pin: bool = True
     netem_ns: tuple[str, str] = ("qlsrv", "qlcli")
+    #: when set, every server runs under py-spy and its summary lands in this directory.
+    profile_dir: str | None = None
 
 
 def _interp(samples: list[list[int]], t: int) -> float:
@@ -122,14 +126,22 @@ def _log(message: str) -> None:
 
 
 async def _measure(
-    spec: RunSpec, figures: Callable[[dict[str, Any]], dict[str, float]]
+    spec: RunSpec,
+    figures: Callable[[dict[str, Any]], dict[str, float]],
+    profile_dir: str | None = None,
 ) -> dict[str, float] | str:
     started = time.monotonic()
+    if profile_dir is not None:
+        name = f"{spec.workload}-{spec.target}-n{spec.n}".replace("/", "").replace(":", "-")
+        spec = replace(spec, profile=os.path.join(profile_dir, name + ".raw"))
     try:
         values = figures(await run_once(spec))
     except (RunError, KeyError, ValueError) as exc:
         _log(f"  {spec.workload} {spec.target} n={spec.n}: FAILED {exc}")
         return str(exc)[:500]
+    if spec.profile is not None and os.path.exists(spec.profile):
+        with open(spec.profile.removesuffix(".raw") + ".txt", "w") as f:
+            f.write(summarize_profile(spec.profile))
     shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
     took = time.monotonic() - started
     _log(f"  {spec.workload} {spec.target} n={spec.n}: {shown} ({took:.1f} s)")
@@ -171,7 +183,7 @@ async def run_scenarios(config: Config) -> dict[str, Any]:
         figures: Callable[[dict[str, Any]], dict[str, float]],
     ) -> None:
         row = rows.setdefault(key, _new_row(*key))
-        value = await _measure(spec, figures)
+        value = await _measure(spec, figures, config.profile_dir)
         if isinstance(value, str):
             row["errors"].append(value)
         else:

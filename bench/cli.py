@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and clients")
     parser.add_argument("--netem-tool", default=default_tool())
     parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="run every server under py-spy; collapsed stacks and summaries go to DIR",
+    )
+    parser.add_argument(
         "--out",
         default=None,
         help="output directory (default bench/results/<UTC time>/, which git ignores)",
@@ -163,7 +169,10 @@ def config_from(args: argparse.Namespace, targets: list[str]) -> Config:
         processes=args.processes,
         pin=not args.no_pin,
         memory_targets=args.memory_targets,
+        profile_dir=args.profile,
     )
+    if args.profile is not None:
+        os.makedirs(args.profile, exist_ok=True)
     if args.quick:
         config.repeats = 1
         config.fanout_duration = 2.0
