@@ -9,18 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import (
-    ConnectionTerminated,
-    HandshakeCompleted,
-    QuicEvent,
-    StreamDataReceived,
-    StreamReset,
-)
-
 from ._codes import ErrorCode
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._framing import ALPN_QSSE1, LineBuffer, decode_frame, decode_offer, encode_error, encode_offer
+from ._quic import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    QuicConnection,
+    QuicEvent,
+    StreamDataReceived,
+    StreamReset,
+    send_backlog,
+)
 from .events import (
     ConnectionClosed,
     FrameDropped,
@@ -42,16 +42,8 @@ def _unidirectional(stream_id: int) -> bool:
 
 
 def stream_backlog(quic: QuicConnection, stream_id: int) -> int:
-    """Bytes written to a stream and not yet acknowledged by the peer.
-
-    aioquic buffers without bound and exposes no send-buffer size, so this reads the sender's
-    offsets: the one place qsse touches aioquic internals.
-    """
-    stream = quic._streams.get(stream_id)
-    if stream is None:
-        return 0
-    sender = stream.sender
-    return sender._buffer_stop - sender._buffer_start
+    """Bytes written to a stream that QUIC still holds (see ``_quic.send_backlog``)."""
+    return send_backlog(quic, stream_id)
 
 
 def _closed_event(event: ConnectionTerminated) -> ConnectionClosed:

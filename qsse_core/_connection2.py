@@ -7,15 +7,6 @@ so a large or lost packet on one topic never holds back another. See docs/protoc
 
 from __future__ import annotations
 
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import (
-    ConnectionTerminated,
-    HandshakeCompleted,
-    QuicEvent,
-    StreamDataReceived,
-    StreamReset,
-)
-
 from ._codes import ErrorCode
 from ._connection import _client_initiated, _closed_event, _unidirectional, stream_backlog
 from ._exceptions import LocalProtocolError, RemoteProtocolError
@@ -35,6 +26,14 @@ from ._framing2 import (
     decode_control,
     decode_event,
     encode_control,
+)
+from ._quic import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    QuicConnection,
+    QuicEvent,
+    StreamDataReceived,
+    StreamReset,
 )
 from .events import (
     EventReceived,

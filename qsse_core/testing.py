@@ -6,13 +6,14 @@ aioquic's own tests do, with time passed in explicitly.
 
 from __future__ import annotations
 
-import ssl
-
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import QuicEvent
-
 from ._framing import ALPN_QSSE1
+from ._quic import (
+    QuicConfiguration,
+    QuicConnection,
+    QuicEvent,
+    set_certificate,
+    skip_verification,
+)
 from ._tls import self_signed
 
 __all__ = ["QuicPair"]
@@ -33,12 +34,11 @@ class QuicPair:
         server_config = QuicConfiguration(
             is_client=False, alpn_protocols=[alpn], max_stream_data=max_stream_data
         )
-        server_config.certificate = cert.certificate
-        server_config.private_key = cert.key
+        set_certificate(server_config, cert.chain_pem, cert.key_pem)
         client_config = QuicConfiguration(
             is_client=True, alpn_protocols=[alpn], max_stream_data=max_stream_data
         )
-        client_config.verify_mode = ssl.CERT_NONE
+        skip_verification(client_config)
         self.now = 0.0
         self.client = QuicConnection(configuration=client_config)
         self.server = QuicConnection(
@@ -64,6 +64,8 @@ class QuicPair:
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass, firing each side's due timers (loss recovery, draining)."""
+        # What the last call queued goes out first, as a real transport transmits at once.
+        self.transfer()
         self.now += seconds
         for quic in (self.client, self.server):
             timer = quic.get_timer()

@@ -176,10 +176,13 @@ class GarbageServer(QuicConnectionProtocol):
             self.transmit()
 
 
-async def test_client_reports_malformed_frames_and_keeps_going():
+async def test_client_reports_malformed_frames_and_keeps_going(tmp_path):
+    # The broken server is a bare aioquic peer, whichever QUIC library qsse runs on.
     cert = self_signed(["127.0.0.1"])
+    (tmp_path / "chain.pem").write_bytes(cert.chain_pem)
+    (tmp_path / "key.pem").write_bytes(cert.key_pem)
     config = QuicConfiguration(is_client=False, alpn_protocols=["PROTOCOL_QUIC"])
-    config.certificate, config.private_key = cert.certificate, cert.key
+    config.load_cert_chain(tmp_path / "chain.pem", tmp_path / "key.pem")
     quic_server = await serve("127.0.0.1", 0, configuration=config, create_protocol=GarbageServer)
     port = quic_server._transport.get_extra_info("sockname")[1]
     try:

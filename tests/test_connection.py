@@ -38,7 +38,7 @@ class Peers:
     def settle(self):
         server_events, client_events = [], []
         for _ in range(5):
-            self.pair.advance(0.5)  # lets a closed connection finish draining
+            self.pair.advance(1.0)  # lets a closed connection finish draining (3 PTOs)
             s, c = self.pump()
             server_events += s
             client_events += c
@@ -86,8 +86,8 @@ def raw_offer(payload: bytes, *, end_stream=True, stream_id=2, max_offer_size=10
     pair.client.send_stream_data(stream_id, payload, end_stream=end_stream)
     events = []
     client_events = []
-    for _ in range(4):
-        pair.advance(0.5)
+    for _ in range(5):
+        pair.advance(1.0)
         events += [e for q in QuicPair.events(pair.server) for e in server.handle_event(q)]
         client_events += QuicPair.events(pair.client)
     closes = [e for e in client_events if type(e).__name__ == "ConnectionTerminated"]

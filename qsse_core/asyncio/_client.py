@@ -6,15 +6,10 @@ import asyncio
 import logging
 import random
 import socket
-import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
-
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import HandshakeCompleted, QuicEvent
 
 from .._codes import ErrorCode
 from .._config import ReconnectPolicy
@@ -28,6 +23,13 @@ from .._exceptions import (
 )
 from .._framing import ALPN_QSSE1
 from .._framing2 import ALPN_QSSE2, SubscribeStatus
+from .._quic import (
+    HandshakeCompleted,
+    QuicConfiguration,
+    QuicConnection,
+    QuicEvent,
+    skip_verification,
+)
 from .._state import ConnectionState, Gap, Message, StateChange
 from .._topics import topic_matches, validate_pattern
 from ..events import (
@@ -410,7 +412,7 @@ class Client:
             idle_timeout=self.idle_timeout,
         )
         if self.insecure:
-            config.verify_mode = ssl.CERT_NONE
+            skip_verification(config)
         elif self.cafile is not None:
             try:
                 config.load_verify_locations(self.cafile)

@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import QuicEvent
-
+from .._quic import QuicConnection, QuicConnectionProtocol, QuicEvent, QuicStreamHandler
 from ..events import QsseEvent
 
 __all__ = ["QsseProtocol"]

@@ -11,10 +11,6 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from aioquic.asyncio.server import QuicServer, serve
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import HandshakeCompleted, QuicEvent
 from prometheus_client import CollectorRegistry
 
 from .._codes import ErrorCode
@@ -34,6 +30,17 @@ from .._framing2 import (
 from .._history import HistoryStore, MemoryHistory
 from .._hooks import Authenticator, Authorizer, allow_all_tokens, allow_all_topics, resolve
 from .._metrics import Metrics
+from .._quic import (
+    HandshakeCompleted,
+    QuicConfiguration,
+    QuicConnection,
+    QuicEvent,
+    QuicServer,
+    peer_address,
+    serve,
+    set_certificate,
+    set_congestion_control,
+)
 from .._tls import self_signed
 from .._topics import TopicTable, is_pattern, topic_matches
 from ..events import (
@@ -161,7 +168,8 @@ class Server:
         clients resume without loss.
     :param registry: Prometheus registry for :attr:`metrics`; a fresh one by default.
     :param metrics_namespace: prefix of every metric name.
-    :param congestion_control: QUIC congestion control algorithm (``reno`` or ``cubic``).
+    :param congestion_control: QUIC congestion control algorithm (aioquic: ``reno`` or
+        ``cubic``); None keeps the QUIC library's default.
     :param protocols: the ALPN protocols offered, in order of preference.
     """
 
@@ -179,7 +187,7 @@ class Server:
         history: HistoryStore | None = None,
         registry: CollectorRegistry | None = None,
         metrics_namespace: str = "qsse",
-        congestion_control: str = "reno",
+        congestion_control: str | None = None,
         protocols: Iterable[str] = (ALPN_QSSE2, ALPN_QSSE1),
     ) -> None:
         try:
@@ -288,8 +296,12 @@ class Server:
             is_client=False,
             alpn_protocols=list(self.protocols),
             idle_timeout=self.limits.idle_timeout,
-            congestion_control_algorithm=self._congestion_control,
         )
+        if self._congestion_control is not None:
+            try:
+                set_congestion_control(config, self._congestion_control)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
         if self._certfile is not None:
             try:
                 config.load_cert_chain(self._certfile, self._keyfile)
@@ -299,8 +311,7 @@ class Server:
                 ) from exc
         else:
             cert = self_signed(["localhost", self.host])
-            config.certificate = cert.certificate
-            config.private_key = cert.key
+            set_certificate(config, cert.chain_pem, cert.key_pem)
             self.certificate_pem = cert.certificate_pem
             logger.warning(
                 "no certificate configured: using a self-signed in-memory certificate; "
@@ -434,11 +445,7 @@ class Server:
 
     @staticmethod
     def _peer(session: _Session) -> str:
-        paths = session.protocol.quic._network_paths
-        if not paths:
-            return "?"
-        addr = paths[0].addr
-        return f"{addr[0]}:{addr[1]}"
+        return peer_address(session.protocol.quic)
 
     async def _work(self, session: _Session) -> None:
         try:
