@@ -16,6 +16,7 @@ from ._framing2 import ContentType, SubscribeStatus
 from ._history import HistoryPolicy, HistoryStore, MemoryHistory, StoredEvent
 from ._hooks import Authenticator, Authorizer
 from ._metrics import Metrics
+from ._quic import BACKEND as QUIC_BACKEND
 from ._state import ConnectionState, Gap, Message, StateChange
 from ._topics import topic_matches
 from .asyncio import Client, ErrorHandler, GapHandler, MessageHandler, Server, StateHandler
@@ -44,6 +45,7 @@ __all__ = [
     "MessageHandler",
     "Metrics",
     "ProtocolError",
+    "QUIC_BACKEND",
     "QsseError",
     "ReconnectPolicy",
     "RemoteProtocolError",

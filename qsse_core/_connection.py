@@ -20,6 +20,7 @@ from ._quic import (
     StreamDataReceived,
     StreamReset,
     send_backlog,
+    write,
 )
 from .events import (
     ConnectionClosed,
@@ -164,18 +165,17 @@ class QsseServerConnection:
         frames = b"".join(encode_error(code, data) for code, data in errors)
         # Opening the stream with no data sends nothing; Go servers also stay silent until
         # the first event, so Go clients see the same behaviour.
-        self._quic.send_stream_data(self._stream_id, frames)
+        write(self._quic, self._stream_id, frames)
 
     def reject(self) -> None:
         """Refuse the client's token: Go closes with code 1 and this reason phrase."""
         self.close(ErrorCode.NOT_AUTHORIZED, "not authorized")
 
-    def send(self, frames: bytes) -> None:
-        """Queue encoded frames on the event stream."""
+    def send(self, frames: bytes) -> bool:
+        """Queue encoded frames on the event stream; False if it can no longer be written."""
         if self._stream_id is None:
             raise LocalProtocolError("send() before accept()")
-        if not self._closed:
-            self._quic.send_stream_data(self._stream_id, frames)
+        return not self._closed and write(self._quic, self._stream_id, frames)
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection with an application error code."""

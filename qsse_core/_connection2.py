@@ -34,6 +34,7 @@ from ._quic import (
     QuicEvent,
     StreamDataReceived,
     StreamReset,
+    write,
 )
 from .events import (
     EventReceived,
@@ -179,7 +180,7 @@ class Qsse2ServerConnection:
         if self._control is None:
             raise LocalProtocolError("no control stream yet")
         if not self._closed:
-            self._quic.send_stream_data(self._control, data)
+            write(self._quic, self._control, data)
 
     def accept(self, epoch: int, max_frame_size: int) -> None:
         """Accept the HELLO token."""
@@ -204,7 +205,8 @@ class Qsse2ServerConnection:
         stream_id = None
         if status == SubscribeStatus.OK:
             stream_id = self._quic.get_next_available_stream_id(is_unidirectional=True)
-            self._quic.send_stream_data(
+            write(
+                self._quic,
                 stream_id,
                 encode_control(
                     StreamHeader(subscription_id=subscription_id, topic=topic, epoch=epoch)
@@ -234,7 +236,7 @@ class Qsse2ServerConnection:
     ) -> None:
         """Answer an UNSUBSCRIBE; end the subscription's stream after ``tail``."""
         if stream_id is not None and not self._closed:
-            self._quic.send_stream_data(stream_id, tail, end_stream=True)
+            write(self._quic, stream_id, tail, end_stream=True)
         self._send_control(
             encode_control(
                 UnsubscribeResult(
@@ -243,10 +245,9 @@ class Qsse2ServerConnection:
             )
         )
 
-    def send(self, stream_id: int, frames: bytes) -> None:
-        """Queue encoded frames on a subscription stream."""
-        if not self._closed:
-            self._quic.send_stream_data(stream_id, frames)
+    def send(self, stream_id: int, frames: bytes) -> bool:
+        """Queue encoded frames on a subscription stream; False if it cannot be written."""
+        return not self._closed and write(self._quic, stream_id, frames)
 
     def close(self, code: int, reason: str) -> None:
         if not self._closed:
@@ -437,7 +438,8 @@ class Qsse2ClientConnection:
             raise LocalProtocolError("subscribe() before the handshake completed")
         request_id = self._request_id()
         frame = Subscribe(request_id=request_id, topic=topic, last_id=last_id, epoch=epoch)
-        self._quic.send_stream_data(self._control, encode_control(frame))
+        if self._closed or not write(self._quic, self._control, encode_control(frame)):
+            raise LocalProtocolError("subscribe() on a closed connection")
         return request_id
 
     def unsubscribe(self, subscription_id: int) -> int:
@@ -446,7 +448,8 @@ class Qsse2ClientConnection:
             raise LocalProtocolError("unsubscribe() before the handshake completed")
         request_id = self._request_id()
         frame = Unsubscribe(request_id=request_id, subscription_id=subscription_id)
-        self._quic.send_stream_data(self._control, encode_control(frame))
+        if self._closed or not write(self._quic, self._control, encode_control(frame)):
+            raise LocalProtocolError("unsubscribe() on a closed connection")
         return request_id
 
     def close(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "set_certificate",
     "set_congestion_control",
     "skip_verification",
+    "write",
 ]
 
 
@@ -71,6 +72,20 @@ else:
         StreamDataReceived,
         StreamReset,
     )
+
+
+def write(quic: QuicConnection, stream_id: int, data: bytes, end_stream: bool = False) -> bool:
+    """Queue ``data`` on a stream; False when the stream or connection cannot take it.
+
+    Both libraries raise when a peer closed the connection or reset the stream before the
+    event saying so was processed (aioquic ``RuntimeError``/``ValueError``, qh3
+    ``QuicConnectionError``): one subscriber's race must not fail a write to everyone.
+    """
+    try:
+        quic.send_stream_data(stream_id, data, end_stream=end_stream)
+    except Exception:
+        return False
+    return True
 
 
 def send_backlog(quic: QuicConnection, stream_id: int) -> int:

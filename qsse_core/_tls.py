@@ -43,7 +43,7 @@ def self_signed(hosts: list[str]) -> SelfSigned:
     certificate used as an end entity. ECDSA P-256 rather than Go's RSA-2048: signing
     handshakes is several times cheaper.
     """
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     valid_from, valid_to = now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())

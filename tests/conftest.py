@@ -1,4 +1,5 @@
 import logging
+import os
 
 import pytest
 
@@ -18,3 +19,12 @@ def protocol(request):
     helpers.PROTOCOLS.insert(0, offered)
     yield request.param
     helpers.PROTOCOLS.pop(0)
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """uvloop when QSSE_TEST_UVLOOP=1 (CI's qh3 run), so the fast stack is tested whole."""
+    if os.environ.get("QSSE_TEST_UVLOOP") == "1":
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+    return None

@@ -213,3 +213,15 @@ async def test_client_reports_malformed_frames_and_keeps_going(tmp_path):
             ]
     finally:
         quic_server.close()
+
+
+async def test_subscriber_that_resets_its_stream_is_dropped_alone():
+    async with Server(["good"]) as server, Ticker(server):
+        async with raw_connect(server.port) as raw:
+            raw.send(2, b'{"topics":["good"]}\n', end_stream=True)
+            await eventually(lambda: server.subscription_count("good") == 2)
+            await eventually(lambda: len(raw.stream_data) > 0)
+            # STOP_SENDING on the event stream: the server's next write to it fails.
+            raw._quic.stop_stream(3, 99)
+            raw.transmit()
+            await eventually(lambda: server.subscription_count("good") == 1)

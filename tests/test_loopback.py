@@ -99,7 +99,9 @@ async def test_wildcard_publish_and_handler_routing_like_go():
         c2.on("ride.passenger.*", only_driver.append)
         c2.on_message(only_driver.append)
         async with c, c2:
-            await eventually(lambda: server.publish("ride.*", b"all") == 4)
+            await server.wait_subscribed("ride.passenger.cancel")
+            await server.wait_subscribed("ride.driver.location", 2)
+            assert server.publish("ride.*", b"all") == 4
             assert server.publish("ride.passenger.*", b"p") == 2
             await eventually(lambda: len(every) == 5 and len(only_driver) == 1)
             assert sorted(m.topic for m in passenger) == [
@@ -119,7 +121,9 @@ async def test_declared_pattern_admits_concrete_topics_once_per_subscription():
         both = client(server.address, ["ride.*.status", "ride.42.status"])
         recs = [Recorder(c) for c in (one, all_, both)]
         async with one, all_, both:
-            await eventually(lambda: server.publish("ride.42.status", b"a") == 4)
+            await server.wait_subscribed("ride.*.status", 2)
+            await server.wait_subscribed("ride.42.status", 2)
+            assert server.publish("ride.42.status", b"a") == 4
             assert server.publish("ride.7.status", b"b") == 2
             await eventually(lambda: [len(r.messages) for r in recs] == [1, 2, 3])
             assert {m.topic for r in recs for m in r.messages} == {
@@ -297,3 +301,15 @@ def test_metrics_handler_is_a_wsgi_app_like_gos_metric_handler():
     )
     assert status == ["200 OK"]
     assert b'qsse_events_published_total{topic="a"} 0.0' in body
+
+
+async def test_runs_on_the_loop_and_backend_asked_for():
+    import os
+
+    import qsse_core
+
+    if os.environ.get("QSSE_TEST_UVLOOP") == "1":
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    wanted = os.environ.get("QSSE_QUIC_BACKEND")
+    if wanted in ("aioquic", "qh3"):
+        assert wanted == qsse_core.QUIC_BACKEND

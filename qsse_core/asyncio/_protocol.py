@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .._quic import QuicConnection, QuicConnectionProtocol, QuicEvent, QuicStreamHandler
 from ..events import QsseEvent
@@ -13,6 +14,23 @@ __all__ = ["QsseProtocol"]
 
 class _Connection(Protocol):
     def handle_event(self, event: QuicEvent) -> list[QsseEvent]: ...
+
+
+class _Connected:
+    """A datagram transport on a connected socket, sending without an address.
+
+    The QUIC libraries pass the peer address to every ``sendto``; uvloop (rightly) refuses an
+    address on a connected socket, which clients use to hear ICMP errors.
+    """
+
+    def __init__(self, transport: asyncio.DatagramTransport) -> None:
+        self._transport = transport
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self._transport.sendto(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class QsseProtocol(QuicConnectionProtocol):
@@ -34,6 +52,11 @@ class QsseProtocol(QuicConnectionProtocol):
     @property
     def quic(self) -> QuicConnection:
         return self._quic
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if transport.get_extra_info("peername") is not None:
+            transport = cast(asyncio.DatagramTransport, _Connected(transport))  # type: ignore[arg-type]
+        super().connection_made(transport)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         super().datagram_received(data, addr)

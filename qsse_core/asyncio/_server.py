@@ -756,10 +756,17 @@ class Server:
         if room > 0:
             data = self._take(outbox, room)
             if data:
-                if isinstance(session.conn, Qsse2ServerConnection):
-                    session.conn.send(outbox.stream_id, data)
+                conn = session.conn
+                if isinstance(conn, Qsse2ServerConnection):
+                    sent = conn.send(outbox.stream_id, data)
                 else:
-                    session.conn.send(data)
+                    sent = conn.send(data)
+                if not sent:
+                    # The peer closed or reset it before we heard: forget this subscriber now.
+                    logger.info("stream %d of %s is gone", outbox.stream_id, self._peer(session))
+                    conn.close(ErrorCode.UNEXPECTED_STREAM, "subscription stream was reset")
+                    self._drop(session)
+                    return
         if outbox.frames:
             session.blocked.add(outbox)
             if outbox.size > self.limits.max_queued_bytes:
