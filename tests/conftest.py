@@ -1,3 +1,4 @@
+import asyncio
 import logging
 import os
 
@@ -27,4 +28,4 @@ def pytest_asyncio_loop_factories(config, item):
         import uvloop
 
         return {"uvloop": uvloop.new_event_loop}
-    return None
+    return {"asyncio": asyncio.new_event_loop}
