@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import msgspec
+
 from generated import rides
-from qsse_core import Client, Gap, MemoryHistory, ReconnectPolicy
+from qsse_core import Client, ContentType, Gap, MemoryHistory, ReconnectPolicy
 
 from .helpers import eventually
 
@@ -77,3 +79,27 @@ async def test_typed_subscriber_resumes_and_reports_gaps():
             await eventually(lambda: len(states) == 2)
         assert states == [rides.RideState.ARRIVING, rides.RideState.IN_PROGRESS]
         assert gaps == []
+
+
+async def test_compact_publisher_sends_msgpack_on_qsse2_and_json_to_go_peers():
+    async with rides.RidesPublisher.create_server(port=0) as server:
+        publisher = rides.RidesPublisher(server, compact=True)
+        new = Client(server.address, ["ride.*.status"], insecure=True, protocols=["qsse/2"])
+        old = Client(server.address, ["ride.*.status"], insecure=True, protocols=["PROTOCOL_QUIC"])
+        raw: dict[str, list[tuple[int | None, bytes]]] = {"new": [], "old": []}
+        new.on("ride.*", lambda m: raw["new"].append((m.content_type, m.data)))
+        old.on("ride.*", lambda m: raw["old"].append((m.content_type, m.data)))
+        typed: dict[str, list[rides.RideStatus]] = {"new": [], "old": []}
+        rides.RidesSubscriber(new).on_ride_status(typed["new"].append)
+        rides.RidesSubscriber(old).on_ride_status(typed["old"].append)
+        async with new, old:
+            await server.wait_subscribed("ride.*.status", 2)
+            event = status(rides.RideState.ARRIVING)
+            publisher.ride_status(event, ride_id=3)
+            await eventually(lambda: len(typed["new"]) == 1 and len(typed["old"]) == 1)
+        assert typed["new"] == typed["old"] == [event]
+        (ctype, packed), (old_type, json_data) = raw["new"][0], raw["old"][0]
+        assert ctype == ContentType.MSGPACK and old_type is None
+        assert msgspec.msgpack.decode(packed, type=rides.RideStatus) == event
+        assert msgspec.json.decode(json_data, type=rides.RideStatus) == event
+        assert len(packed) < len(json_data)

@@ -648,7 +648,14 @@ class Server:
 
     # -- publishing --------------------------------------------------------------------------
 
-    def publish(self, topic: str, data: bytes, *, content_type: int = ContentType.JSON) -> int:
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        content_type: int = ContentType.JSON,
+        compact: tuple[int, bytes] | None = None,
+    ) -> int:
         """Send ``data`` to every subscription whose topic matches.
 
         ``topic`` is a pattern over the declared topics, as in Go; a concrete topic admitted by
@@ -658,6 +665,9 @@ class Server:
         ``Limits.flush_interval``); this call never blocks.
 
         :param content_type: the payload's encoding, carried to qsse/2 subscribers.
+        :param compact: ``(content type, bytes)`` of the same event in a more compact
+            encoding (e.g. MessagePack) for qsse/2 subscribers and the history; qsse/1
+            subscribers, Go peers among them, still get ``data``.
         :returns: the number of subscriptions the event was queued for.
         :raises LocalProtocolError: if ``topic`` matches no declared topic, or the server is
             not running.
@@ -673,11 +683,12 @@ class Server:
             raise LocalProtocolError(
                 f"topic {topic!r} matches no declared topic (declared: {list(self.topics)})"
             )
+        v2_type, v2_data = (content_type, data) if compact is None else compact
         now = time.time()
         queued = 0
         for concrete, label in targets:
             self.metrics.published_child(label).inc()
-            event_id = self.history.append(label, concrete, data, content_type, now)
+            event_id = self.history.append(label, concrete, v2_data, v2_type, now)
             routes = self._route_cache.get(concrete)
             if routes is None:
                 routes = self._routes(concrete)
@@ -692,7 +703,7 @@ class Server:
                     outbox = sub.outbox
                     if outbox.session.v2:
                         if v2_frame is None:
-                            v2_frame = encode_event_frame(event_id, content_type, concrete, data)
+                            v2_frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
                         outbox.push(v2_frame, event_id, label)
                     else:
                         if v1_frame is None:
