@@ -7,6 +7,7 @@ from prometheus_client import generate_latest
 
 from qsse_core import (
     Client,
+    ConfigurationError,
     ConnectError,
     ConnectionClosedError,
     ConnectionState,
@@ -313,3 +314,28 @@ async def test_runs_on_the_loop_and_backend_asked_for():
     wanted = os.environ.get("QSSE_QUIC_BACKEND")
     if wanted in ("aioquic", "qh3"):
         assert wanted == qsse_core.QUIC_BACKEND
+
+
+async def test_certificate_files_for_production(tmp_path):
+    from qsse_core._tls import self_signed
+
+    issued = self_signed(["127.0.0.1"])
+    (tmp_path / "chain.pem").write_bytes(issued.chain_pem)
+    (tmp_path / "key.pem").write_bytes(issued.key_pem)
+    (tmp_path / "ca.pem").write_bytes(issued.certificate_pem)
+    server = Server(["a"], certfile=str(tmp_path / "chain.pem"), keyfile=str(tmp_path / "key.pem"))
+    async with server:
+        assert server.certificate_pem is None  # nothing made up: the files are used
+        c = Client(
+            server.address,
+            ["a"],
+            cafile=str(tmp_path / "ca.pem"),
+            reconnect=ReconnectPolicy(retry=False),
+        )
+        rec = Recorder(c)
+        async with c:
+            await server.wait_subscribed("a")
+            server.publish("a", b"verified")
+            await eventually(lambda: len(rec.messages) == 1)
+    with pytest.raises(ConfigurationError, match="cannot load certificate"):
+        await Server(["a"], certfile=str(tmp_path / "missing.pem")).start()
