@@ -94,8 +94,8 @@ def test_sub_json_output(serve):
     server, port = serve("t")
     subscriber = sub(port, "t", "--insecure", "--json", "--count", "2")
     first = publish_until_received(server, subscriber, [b"t one", b"t two"])
-    out, _ = subscriber.communicate(timeout=20)
-    assert subscriber.returncode == 0
+    out, err = subscriber.communicate(timeout=20)
+    assert subscriber.returncode == 0, err.decode()
     records = [json.loads(line) for line in (first + out).decode().splitlines()]
     # qsse/2 (the default) carries event ids; they count up within the run.
     ids = [r.pop("id") for r in records]
