@@ -6,6 +6,7 @@ data on the QUIC object: the caller owns sockets, clocks and ``transmit()``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -55,7 +56,37 @@ def _closed_event(event: ConnectionTerminated) -> ConnectionClosed:
     )
 
 
-class QsseServerConnection:
+class _Connection(ABC):
+    """What every qsse connection shares: it wraps a QUIC connection, turns its termination
+    into :class:`ConnectionClosed`, and ignores everything after it."""
+
+    alpn_protocol: str
+
+    def __init__(self, quic: QuicConnection) -> None:
+        self._quic = quic
+        self._closed = False
+
+    def handle_event(self, event: QuicEvent) -> list[QsseEvent]:
+        """Translate one QUIC event into qsse events."""
+        if isinstance(event, ConnectionTerminated):
+            self._closed = True
+            return [_closed_event(event)]
+        if self._closed:
+            return []
+        return self._handle(event)
+
+    @abstractmethod
+    def _handle(self, event: QuicEvent) -> list[QsseEvent]:
+        """The protocol's own handling of an event on a live connection."""
+
+    def close(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Close the connection with an application error code."""
+        if not self._closed:
+            self._closed = True
+            self._quic.close(error_code=code, reason_phrase=reason)
+
+
+class QsseServerConnection(_Connection):
     """The server side of one qsse/1 connection.
 
     Three inputs drive it: :meth:`handle_event` with each QUIC event, :meth:`accept` or
@@ -68,13 +99,12 @@ class QsseServerConnection:
     alpn_protocol = ALPN_QSSE1
 
     def __init__(self, quic: QuicConnection, *, max_offer_size: int) -> None:
-        self._quic = quic
+        super().__init__(quic)
         self._max_offer_size = max_offer_size
         self._offer_stream: int | None = None
         self._offer_buf = bytearray()
         self._offered = False
         self._stream_id: int | None = None
-        self._closed = False
 
     @property
     def offered(self) -> bool:
@@ -93,13 +123,7 @@ class QsseServerConnection:
             return 0
         return stream_backlog(self._quic, self._stream_id)
 
-    def handle_event(self, event: QuicEvent) -> list[QsseEvent]:
-        """Translate one QUIC event into qsse events."""
-        if isinstance(event, ConnectionTerminated):
-            self._closed = True
-            return [_closed_event(event)]
-        if self._closed:
-            return []
+    def _handle(self, event: QuicEvent) -> list[QsseEvent]:
         if isinstance(event, StreamDataReceived):
             return self._stream_data(event)
         if (
@@ -177,14 +201,8 @@ class QsseServerConnection:
             raise LocalProtocolError("send() before accept()")
         return not self._closed and write(self._quic, self._stream_id, frames)
 
-    def close(self, code: int, reason: str) -> None:
-        """Close the connection with an application error code."""
-        if not self._closed:
-            self._closed = True
-            self._quic.close(error_code=code, reason_phrase=reason)
 
-
-class QsseClientConnection:
+class QsseClientConnection(_Connection):
     """The client side of one qsse/1 connection.
 
     It sends the offer as soon as the handshake completes, then turns every line the server
@@ -207,20 +225,13 @@ class QsseClientConnection:
         topics: Sequence[str],
         max_frame_size: int,
     ) -> None:
-        self._quic = quic
+        super().__init__(quic)
         self._token = token
         self._topics = list(topics)
         self._max_frame_size = max_frame_size
         self._buffers: dict[int, LineBuffer] = {}
-        self._closed = False
 
-    def handle_event(self, event: QuicEvent) -> list[QsseEvent]:
-        """Translate one QUIC event into qsse events."""
-        if isinstance(event, ConnectionTerminated):
-            self._closed = True
-            return [_closed_event(event)]
-        if self._closed:
-            return []
+    def _handle(self, event: QuicEvent) -> list[QsseEvent]:
         if isinstance(event, HandshakeCompleted):
             sid = self._quic.get_next_available_stream_id(is_unidirectional=True)
             self._quic.send_stream_data(
@@ -269,9 +280,3 @@ class QsseClientConnection:
                 )
             del self._buffers[sid]
         return out
-
-    def close(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
-        """Close the connection with an application error code."""
-        if not self._closed:
-            self._closed = True
-            self._quic.close(error_code=code, reason_phrase=reason)

@@ -8,7 +8,7 @@ so a large or lost packet on one topic never holds back another. See docs/protoc
 from __future__ import annotations
 
 from ._codes import ErrorCode
-from ._connection import _client_initiated, _closed_event, _unidirectional, stream_backlog
+from ._connection import _client_initiated, _Connection, _unidirectional, stream_backlog
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._framing2 import (
     ALPN_QSSE2,
@@ -28,7 +28,6 @@ from ._framing2 import (
     encode_control,
 )
 from ._quic import (
-    ConnectionTerminated,
     HandshakeCompleted,
     QuicConnection,
     QuicEvent,
@@ -67,7 +66,7 @@ _SERVER_FRAMES = frozenset(
 )
 
 
-class Qsse2ServerConnection:
+class Qsse2ServerConnection(_Connection):
     """The server side of one qsse/2 connection.
 
     Inputs: :meth:`handle_event` with each QUIC event; :meth:`accept` or :meth:`reject` once
@@ -81,11 +80,10 @@ class Qsse2ServerConnection:
     alpn_protocol = ALPN_QSSE2
 
     def __init__(self, quic: QuicConnection, *, max_frame_size: int) -> None:
-        self._quic = quic
+        super().__init__(quic)
         self._reader = FrameReader(max_frame_size)
         self._control: int | None = None
         self._hello = False
-        self._closed = False
 
     @property
     def offered(self) -> bool:
@@ -96,12 +94,7 @@ class Qsse2ServerConnection:
         """Bytes queued on ``stream_id`` and not yet acknowledged."""
         return stream_backlog(self._quic, stream_id)
 
-    def handle_event(self, event: QuicEvent) -> list[QsseEvent]:
-        if isinstance(event, ConnectionTerminated):
-            self._closed = True
-            return [_closed_event(event)]
-        if self._closed:
-            return []
+    def _handle(self, event: QuicEvent) -> list[QsseEvent]:
         if isinstance(event, StreamDataReceived):
             return self._stream_data(event)
         if isinstance(event, StreamReset) and event.stream_id == self._control:
@@ -249,11 +242,6 @@ class Qsse2ServerConnection:
         """Queue encoded frames on a subscription stream; False if it cannot be written."""
         return not self._closed and write(self._quic, stream_id, frames)
 
-    def close(self, code: int, reason: str) -> None:
-        if not self._closed:
-            self._closed = True
-            self._quic.close(error_code=code, reason_phrase=reason)
-
 
 class _Incoming:
     __slots__ = ("reader", "subscription_id", "topic")
@@ -264,7 +252,7 @@ class _Incoming:
         self.topic = ""
 
 
-class Qsse2ClientConnection:
+class Qsse2ClientConnection(_Connection):
     """The client side of one qsse/2 connection.
 
     It sends HELLO when the handshake completes; :meth:`subscribe` and :meth:`unsubscribe`
@@ -279,21 +267,15 @@ class Qsse2ClientConnection:
     alpn_protocol = ALPN_QSSE2
 
     def __init__(self, quic: QuicConnection, *, token: str, max_frame_size: int) -> None:
-        self._quic = quic
+        super().__init__(quic)
         self._token = token
         self._max_frame_size = max_frame_size
         self._control: int | None = None
         self._control_reader = FrameReader(max_frame_size)
         self._incoming: dict[int, _Incoming] = {}
         self._next_request = 0
-        self._closed = False
 
-    def handle_event(self, event: QuicEvent) -> list[QsseEvent]:
-        if isinstance(event, ConnectionTerminated):
-            self._closed = True
-            return [_closed_event(event)]
-        if self._closed:
-            return []
+    def _handle(self, event: QuicEvent) -> list[QsseEvent]:
         if isinstance(event, HandshakeCompleted):
             self._control = self._quic.get_next_available_stream_id(is_unidirectional=False)
             self._quic.send_stream_data(self._control, encode_control(Hello(token=self._token)))
@@ -451,8 +433,3 @@ class Qsse2ClientConnection:
         if self._closed or not write(self._quic, self._control, encode_control(frame)):
             raise LocalProtocolError("unsubscribe() on a closed connection")
         return request_id
-
-    def close(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
-        if not self._closed:
-            self._closed = True
-            self._quic.close(error_code=code, reason_phrase=reason)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import signal
 import sys
@@ -49,6 +48,13 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def _on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    # Ctrl-C and SIGTERM end the command cleanly; Windows event loops have no signal handlers.
+    if sys.platform != "win32":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
 
 
 def _text(data: bytes) -> tuple[str, str]:
@@ -162,9 +168,7 @@ async def _sub(
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    _on_signals(loop, stop)
     waiters = [
         asyncio.ensure_future(client.wait_closed()),
         asyncio.ensure_future(enough.wait()),
@@ -231,9 +235,7 @@ async def _serve(
     print(f"listening on {server.address}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    _on_signals(loop, stop)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     stopped = asyncio.ensure_future(stop.wait())
