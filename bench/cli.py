@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every server under py-spy; collapsed stacks and summaries go to DIR",
     )
     parser.add_argument(
+        "--merge-into",
+        default=None,
+        metavar="DIR",
+        help="replace the matching rows of DIR/results.json with this run's and re-render",
+    )
+    parser.add_argument(
         "--out",
         default=None,
         help="output directory (default bench/results/<UTC time>/, which git ignores)",
@@ -242,6 +248,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "notes": notes,
         "netem_counters": link_counters,
     }
+    if args.merge_into is not None:
+        out = args.merge_into
+        with open(os.path.join(out, "results.json")) as f:
+            previous = json.load(f)
+        key = lambda r: (r["scenario"], r["target"], r["n"], r["mode"])  # noqa: E731
+        fresh = {key(r) for r in results["rows"]}
+        results["rows"] = [r for r in previous["rows"] if key(r) not in fresh] + results["rows"]
+        results["meta"] = {**previous["meta"], "merged": results["meta"]}
+        notes = previous["meta"].get("notes", [])
     table = markdown(results)
     if notes:
         table += "\nNotes:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
