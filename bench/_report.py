@@ -184,6 +184,10 @@ def plot(results: dict[str, Any], path: str) -> bool:
         ("paced", "p99_ms", "Paced 1k ev/s: p99 latency", "ms (p50 dotted)"),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    # One colour per target across the panels, whatever subset each panel holds.
+    names = sorted({r["target"] for r in rows})
+    palette = plt.get_cmap("tab10")
+    colours = {name: palette(i % 10) for i, name in enumerate(names)}
     for ax, (scenario, key, title, ylabel) in zip(axes, panels, strict=True):
         targets = sorted({r["target"] for r in rows if r["scenario"] == scenario})
         for target in targets:
@@ -202,7 +206,9 @@ def plot(results: dict[str, Any], path: str) -> bool:
                 hi.append(s["max"] - s["median"])
             if not xs:
                 continue
-            line = ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=target)
+            line = ax.errorbar(
+                xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=target, color=colours[target]
+            )
             if key == "p99_ms":
                 p50 = [r["summary"]["p50_ms"]["median"] for r in series if "p50_ms" in r["summary"]]
                 if len(p50) == len(xs):
