@@ -101,6 +101,7 @@ class Topic(Generic[P, E]):
     """
 
     __slots__ = (
+        "_concrete",
         "_decoder",
         "_msgpack_decoder",
         "_params_type",
@@ -133,6 +134,7 @@ class Topic(Generic[P, E]):
         self._params_type = params
         self._decoder = msgspec.json.Decoder(event)
         self._msgpack_decoder = msgspec.msgpack.Decoder(event)
+        self._concrete: dict[Any, str] = {}
         regex = "".join(
             f"(?P<{part}>[^.]+)" if index % 2 else re.escape(part)
             for index, part in enumerate(_PLACEHOLDER.split(template))
@@ -150,6 +152,12 @@ class Topic(Generic[P, E]):
         if self._params_type is None:
             return self.template
         try:
+            cached = self._concrete.get(params)
+        except TypeError:  # an unhashable value: the checks below name it
+            cached = None
+        if cached is not None:
+            return cached
+        try:
             checked = msgspec.convert(msgspec.to_builtins(params), self._params_type)
         except msgspec.ValidationError as exc:
             path, reason = _split_reason(exc, "")
@@ -157,7 +165,12 @@ class Topic(Generic[P, E]):
         except (TypeError, msgspec.EncodeError) as exc:
             raise ValidationError(self.template, "{}", str(exc)) from None
         values = msgspec.to_builtins(checked)
-        return self.template.format_map({key: str(value) for key, value in values.items()})
+        concrete = self.template.format_map({key: str(value) for key, value in values.items()})
+        # Params are frozen structs: the same ride's topic is checked and built once.
+        if len(self._concrete) >= 1024:
+            self._concrete.clear()
+        self._concrete[params] = concrete  # hashable: it passed the checks
+        return concrete
 
     def parse(self, topic: str) -> P:
         """The parameters a concrete topic carries; the inverse of :meth:`topic`.
@@ -201,8 +214,9 @@ class Topic(Generic[P, E]):
         except msgspec.ValidationError as exc:
             path, reason = _split_reason(exc, "$")
             raise ValidationError(topic, path, reason) from None
-        if decoded != event:
-            # JSON writes NaN and infinities as null, which an optional float accepts.
+        if b"null" in data and decoded != event:
+            # JSON writes NaN and infinities as null, which an optional float accepts. They
+            # are the only values it changes silently, and they always leave a null behind.
             path, value = _first_difference(event, decoded, "$")
             raise ValidationError(
                 topic, path, f"Expected a value JSON carries unchanged, got `{value!r}`"

@@ -72,11 +72,12 @@ _Request = HelloReceived | OfferReceived | SubscribeRequested | UnsubscribeReque
 class _Outbox:
     """Frames waiting for one stream: a qsse/1 connection's, or one qsse/2 subscription's."""
 
-    __slots__ = ("frames", "gaps", "session", "size", "stream_id")
+    __slots__ = ("frames", "gaps", "session", "size", "stream_id", "v2")
 
     def __init__(self, session: _Session, stream_id: int) -> None:
         self.session = session
         self.stream_id = stream_id
+        self.v2 = session.v2
         self.frames: deque[tuple[bytes, int, str]] = deque()  # (frame, event id, label)
         self.size = 0
         # label -> [first, last, why] of events lost and not yet told; last -1: unknown.
@@ -695,21 +696,27 @@ class Server:
             if not routes:
                 self.metrics.events_dropped.labels(topic=label, reason="no_subscribers").inc()
                 continue
-            v1_frame: bytes | None = None
-            v2_frame: bytes | None = None
+            # Encoded at most once per protocol, and one queue entry shared by every
+            # subscriber: the loop below allocates nothing per subscriber.
+            v1_item: tuple[bytes, int, str] | None = None
+            v2_item: tuple[bytes, int, str] | None = None
+            dirty = self._dirty
             count = 0
             for route in routes:
                 for sub in self._subs[route]:
                     outbox = sub.outbox
-                    if outbox.session.v2:
-                        if v2_frame is None:
-                            v2_frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
-                        outbox.push(v2_frame, event_id, label)
+                    if outbox.v2:
+                        if v2_item is None:
+                            frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
+                            v2_item = (frame, event_id, label)
+                        item = v2_item
                     else:
-                        if v1_frame is None:
-                            v1_frame = encode_event(concrete, data)
-                        outbox.push(v1_frame, event_id, label)
-                    self._dirty.add(outbox)
+                        if v1_item is None:
+                            v1_item = (encode_event(concrete, data), event_id, label)
+                        item = v1_item
+                    outbox.frames.append(item)
+                    outbox.size += len(item[0])
+                    dirty.add(outbox)
                     count += 1
             self.metrics.delivered_child(label).inc(count)
             queued += count
@@ -838,12 +845,11 @@ class Server:
             self.metrics.events_dropped.labels(topic=label, reason="slow_consumer").inc()
 
     def _on_datagram(self, session: _Session) -> None:
-        # Acknowledgements free window space: move waiting frames on.
+        # Acknowledgements free window space. Waiting frames move on in the next flush, with
+        # everything else, rather than in a write and a transmit per acknowledgement.
         if session.blocked and not session.closed:
-            for outbox in list(session.blocked):
-                self._drain(outbox)
-            if not session.closed:
-                session.protocol.transmit()
+            self._dirty.update(session.blocked)
+            self._schedule_flush()
 
     async def _keepalive_loop(self) -> None:
         interval = self.limits.keepalive_interval
