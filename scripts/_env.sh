@@ -9,7 +9,7 @@ fi
 stamp=.venv/.qsse-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
     touch "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"
