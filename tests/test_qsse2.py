@@ -270,3 +270,25 @@ async def test_small_topic_is_not_held_behind_a_large_one():
         assert arrivals["qsse/2"] == ["small", "big"]
         # Go's protocol has one stream: the small event waits behind the large one.
         assert arrivals["PROTOCOL_QUIC"] == ["big", "small"]
+
+
+async def test_subscription_limits():
+    async def slow_authorizer(token: str, topic: str) -> bool:
+        await asyncio.sleep(0.05)
+        return True
+
+    limits = Limits(max_subscriptions=2)
+    async with Server(["a", "b", "c"], limits=limits, authorizer=slow_authorizer) as server:
+        c = v2_client(server.address, ["a", "b"])
+        async with c:
+            await server.wait_subscribed("b")
+            assert await c.subscribe("c") == SubscribeStatus.LIMIT_REACHED
+        # A client that queues more requests than that before any is answered is cut off.
+        flood = v2_client(server.address, ["a", "b", "c"] * 3)
+        states: list[object] = []
+        flood.on_state(states.append)
+        await flood.connect()
+        await asyncio.wait_for(flood.wait_closed(), 5)
+        assert flood.error is not None
+        assert "TOO_MANY_SUBSCRIPTIONS" in str(flood.error)
+        assert "more than 5 requests waiting for answers" in str(flood.error)

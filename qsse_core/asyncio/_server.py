@@ -425,11 +425,23 @@ class Server:
         self._drop(session)
 
     def _session_event(self, session: _Session, event: QsseEvent) -> None:
+        if session.closed:
+            return  # refused: what the peer sent after that goes unanswered
         if isinstance(event, _Request):
             if session.offer_timer is not None and isinstance(event, OfferReceived | HelloReceived):
                 session.offer_timer.cancel()
                 session.offer_timer = None
             # Requests are answered in order; hooks may await, so one task works through them.
+            # A legitimate client has at most a HELLO and a SUBSCRIBE and an UNSUBSCRIBE per
+            # subscription it may hold waiting; more is a flood, which would grow this queue.
+            waiting = 2 * self.limits.max_subscriptions + 1
+            if len(session.requests) >= waiting:
+                self._refuse(
+                    session,
+                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                    f"more than {waiting} requests waiting for answers",
+                )
+                return
             session.requests.append(event)
             if session.worker is None:
                 session.worker = asyncio.create_task(self._work(session))
