@@ -21,18 +21,13 @@ TIMEOUT = 10.0
 
 
 async def _subscribed(server: Server, topics: tuple[str, ...]) -> bool:
-    # The server counts subscriptions per declared topic (ride.42.status under ride.*.status).
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    while loop.time() < deadline:
-        count = sum(
-            server.metrics.registry.get_sample_value("qsse_subscribers", {"topic": declared}) or 0
-            for declared in server.topics
-        )
-        if count >= len(topics):
-            return True
-        await asyncio.sleep(0.01)
-    return False
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while server.subscription_count() < len(topics):
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def main() -> int:
