@@ -46,7 +46,7 @@ def client_kind(target: str, workload: str) -> str:
     target = target.partition("@")[0]
     if forced is not None:
         return forced
-    if workload == "idle" and (target == "qsse/1" or target == "raw-aioquic"):
+    if workload == "idle" and (target == "qsse/1" or target.startswith("raw-")):
         # Thousands of qh3 clients per process time out handshakes; aioquic ones do not.
         return "light-aioquic"
     if target == "qsse/1":
@@ -62,11 +62,13 @@ def client_kind(target: str, workload: str) -> str:
     raise ValueError(f"unknown target {target!r}")
 
 
-def _subscriber_loop(target: str, kind: str, loop: str) -> str:
-    """aioquic clients always run on asyncio: under uvloop qsse's Client cannot dial (its
-    connected socket refuses aioquic's ``sendto(data, addr)``) and several bare aioquic clients
-    in one process time out their handshakes. Only the server's loop is under test."""
-    if kind == "sdk" or kind == "light-aioquic":
+def _subscriber_loop(kind: str, backend: str, loop: str) -> str:
+    """Subscribers run on the servers' loop, except aioquic ones (bare receivers and the SDK
+    ``Client`` on aioquic): several aioquic connections dialling from one process under uvloop
+    time out their handshakes. qsse's ``Client`` on qh3 runs on uvloop."""
+    if kind == "light-aioquic":
+        return "asyncio"
+    if kind == "sdk" and backend != "qh3":
         return "asyncio"
     if kind == "light":
         try:
@@ -208,6 +210,9 @@ async def run_once(spec: RunSpec) -> dict[str, Any]:
         ready = await server.read_event(30)
         port = int(ready["port"])
         kind = client_kind(spec.target, spec.workload)
+        # Idle subscribers only hold connections open: they dial on aioquic whatever the
+        # server runs on, as thousands of qh3 clients in one process time out handshakes.
+        sub_backend = "aioquic" if spec.workload == "idle" else backend
         subscribers: list[_Proc] = []
         for i, count in enumerate(_split(spec.n, spec.processes)):
             sub_argv = [
@@ -227,7 +232,7 @@ async def run_once(spec: RunSpec) -> dict[str, Any]:
                 "--topics",
                 spec.topics,
                 "--loop",
-                _subscriber_loop(target, kind, spec.loop),
+                _subscriber_loop(kind, sub_backend, spec.loop),
                 "--max-time",
                 str(spec.timeout),
             ]
@@ -238,7 +243,7 @@ async def run_once(spec: RunSpec) -> dict[str, Any]:
             if spec.workload == "idle":
                 # Fewer handshakes in flight: thousands at once time out on a one-core server.
                 sub_argv += ["--concurrency", "16", "--timeout", "60"]
-            sub = await _spawn(sub_argv, f"subscriber{i}", spec.client_ns, logdir, backend)
+            sub = await _spawn(sub_argv, f"subscriber{i}", spec.client_ns, logdir, sub_backend)
             procs.append(sub)
             subscribers.append(sub)
         connect_timeout = 30 + spec.n * 0.05

@@ -11,8 +11,10 @@ CEILING = {
     "qsse/1": "raw-aioquic",
     "qsse/1:sdk": "raw-aioquic",
     "qsse/2": "raw-aioquic",
+    "qsse/2:light": "raw-aioquic",
     "qsse/1@qh3": "raw-qh3",
     "qsse/2@qh3": "raw-qh3",
+    "qsse/2@qh3:light": "raw-qh3",
 }
 PEERS = ("sse-starlette", "websockets")
 
@@ -186,8 +188,9 @@ def plot(results: dict[str, Any], path: str) -> bool:
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     # One colour per target across the panels, whatever subset each panel holds.
     names = sorted({r["target"] for r in rows})
-    palette = plt.get_cmap("tab10")
-    colours = {name: palette(i % 10) for i, name in enumerate(names)}
+    # tab10 repeats after ten targets; tab20 gives up to twenty distinct ones.
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colours = {name: palette(i % palette.N) for i, name in enumerate(names)}
     for ax, (scenario, key, title, ylabel) in zip(axes, panels, strict=True):
         targets = sorted({r["target"] for r in rows if r["scenario"] == scenario})
         for target in targets:

@@ -5,7 +5,8 @@ until ``stop`` arrives on stdin, then prints ``result`` with count samples over 
 publish-to-handler latencies in microseconds.
 
 Client kinds: ``sdk`` is qsse's :class:`~qsse_core.Client` with a handler per topic; ``light``
-is a bare QUIC receiver (aioquic or qh3) that sends the qsse/1 offer and counts lines, used at
+is a bare QUIC receiver (aioquic or qh3) that sends the qsse/1 offer and counts lines (or, for
+``--target qsse/2``, sends HELLO and SUBSCRIBE and counts EVENT frames), used at
 full speed so that the receivers, which cost as much CPU as the sender, are not what is
 measured; ``sse`` reads HTTP/1.1 chunked SSE from a plain socket; ``ws`` is the websockets
 client.
@@ -28,6 +29,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+
+from qsse_core._framing2 import FrameType, decode_event, decode_varint
 
 from ._common import emit, payload_timestamp, pin_to, raise_fd_limit, run_loop
 
@@ -64,8 +67,40 @@ def _format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _qsse2_events(buf: bytes, stats: Stats) -> bytes:
+    """Count (or time) the EVENT frames of a qsse/2 subscription stream; returns the rest.
+
+    Only the frame headers are parsed when counting, so a bare qsse/2 receiver costs about
+    what the qsse/1 one (which counts newlines) does.
+    """
+    pos = 0
+    end = len(buf)
+    for _ in range(end):  # at least one byte per frame: bounded
+        head = decode_varint(buf, pos)
+        if head is None:
+            break
+        size = decode_varint(buf, head[1])
+        if size is None or size[1] + size[0] > end:
+            break
+        stop = size[1] + size[0]
+        if head[0] == FrameType.EVENT:
+            if stats.latency:
+                event = decode_event(buf[size[1] : stop])
+                stats.record(event.topic, event.data)
+            else:
+                stats.count += 1
+        pos = stop
+    return buf[pos:]
+
+
 async def connect_light(
-    backend: str, host: str, port: int, topics: list[str], stats: Stats, timeout: float
+    backend: str,
+    host: str,
+    port: int,
+    topics: list[str],
+    stats: Stats,
+    timeout: float,
+    protocol_name: str = "qsse/1",
 ) -> Closer:
     if backend == "qh3":
         from qh3.asyncio import QuicConnectionProtocol
@@ -80,14 +115,28 @@ async def connect_light(
             HandshakeCompleted,
             StreamDataReceived,
         )
-    offer = msgspec.json.encode({"topics": topics}) + b"\n"
+    v2 = protocol_name == "qsse/2"
+    if v2:
+        from qsse_core._framing2 import Hello, Subscribe, encode_control
+
+        # HELLO and one SUBSCRIBE per topic on the control stream (the client's stream 0).
+        offer = encode_control(Hello()) + b"".join(
+            encode_control(Subscribe(request_id=i + 1, topic=t)) for i, t in enumerate(topics)
+        )
+    else:
+        offer = msgspec.json.encode({"topics": topics}) + b"\n"
 
     class Light(QuicConnectionProtocol):  # type: ignore[misc, valid-type]
         buf = b""
+        bufs: dict[int, bytes]
 
         def quic_event_received(self, event: Any) -> None:
             if isinstance(event, StreamDataReceived):
-                if event.stream_id & 1:  # server-initiated: events
+                if v2:
+                    if event.stream_id & 3 == 3:  # server-initiated unidirectional
+                        sid = event.stream_id
+                        self.bufs[sid] = _qsse2_events(self.bufs.get(sid, b"") + event.data, stats)
+                elif event.stream_id & 1:  # server-initiated: events
                     if stats.latency:
                         lines = (self.buf + event.data).split(b"\n")
                         self.buf = lines.pop()
@@ -97,11 +146,17 @@ async def connect_light(
                     else:
                         stats.count += event.data.count(b"\n")
             elif isinstance(event, HandshakeCompleted):
-                sid = self._quic.get_next_available_stream_id(is_unidirectional=True)
-                self._quic.send_stream_data(sid, offer, end_stream=True)
+                if v2:
+                    self.bufs = {}
+                    sid = self._quic.get_next_available_stream_id(is_unidirectional=False)
+                    self._quic.send_stream_data(sid, offer)
+                else:
+                    sid = self._quic.get_next_available_stream_id(is_unidirectional=True)
+                    self._quic.send_stream_data(sid, offer, end_stream=True)
                 self.transmit()
 
-    config = QuicConfiguration(is_client=True, alpn_protocols=["PROTOCOL_QUIC"])
+    alpn = "qsse/2" if v2 else "PROTOCOL_QUIC"
+    config = QuicConfiguration(is_client=True, alpn_protocols=[alpn])
     config.idle_timeout = 600.0
     config.verify_mode = ssl.CERT_NONE
     if backend == "qh3":
@@ -276,7 +331,7 @@ async def _main(args: argparse.Namespace) -> None:
                     # the bare receivers use it when installed: the server is what is measured.
                     backend = "aioquic" if args.client == "light-aioquic" else _light_backend()
                     closer = await connect_light(
-                        backend, args.host, args.port, topics, stats, args.timeout
+                        backend, args.host, args.port, topics, stats, args.timeout, args.target
                     )
                 elif args.client == "sdk":
                     closer = await connect_sdk(

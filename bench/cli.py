@@ -35,6 +35,10 @@ ALL_TARGETS = (
     "qsse/2",
     "qsse/1",
     "qsse/1:sdk",
+    "qsse/2@qh3",
+    "qsse/1@qh3",
+    "qsse/2:light",
+    "qsse/2@qh3:light",
     "raw-aioquic",
     "raw-qh3",
     "sse-starlette",
@@ -64,8 +68,8 @@ def _target_notes(targets: list[str]) -> tuple[list[str], list[str]]:
     for target in targets:
         if target.startswith("qsse/2") and not qsse2_available():
             notes.append("qsse/2: not run, this qsse_core's Client has no protocols= option yet")
-        elif target == "raw-qh3" and not _installed("qh3"):
-            notes.append("raw-qh3: not run, qh3 is not installed (pip install qsse[bench])")
+        elif "qh3" in target and not _installed("qh3"):
+            notes.append(f"{target}: not run, qh3 is not installed (pip install qsse[bench])")
         elif target == "sse-starlette" and not _installed("sse_starlette"):
             notes.append("sse-starlette: not run, not installed (pip install qsse[bench])")
         elif target == "websockets" and not _installed("websockets"):
@@ -255,7 +259,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         key = lambda r: (r["scenario"], r["target"], r["n"], r["mode"])  # noqa: E731
         fresh = {key(r) for r in results["rows"]}
         results["rows"] = [r for r in previous["rows"] if key(r) not in fresh] + results["rows"]
-        results["meta"] = {**previous["meta"], "merged": results["meta"]}
+        # Every merge is kept: a report may be topped up more than once.
+        merged = previous["meta"].get("merged", [])
+        merged = [merged] if isinstance(merged, dict) else list(merged)
+        results["meta"] = {**previous["meta"], "merged": [*merged, results["meta"]]}
         notes = previous["meta"].get("notes", [])
     table = markdown(results)
     if notes:

@@ -12,6 +12,7 @@ import math
 import pytest
 
 pytest.importorskip("websockets")
+pytest.importorskip("qh3")
 
 from bench.cli import main
 
@@ -24,7 +25,7 @@ def test_harness_runs_every_scenario_at_tiny_sizes(tmp_path):
             "--scenarios",
             "fanout,paced,memory,typed,hol",
             "--targets",
-            "qsse/1,websockets",
+            "qsse/1,qsse/2@qh3:light,websockets",
             "--fanout-n",
             "2",
             "--out",
@@ -43,6 +44,9 @@ def test_harness_runs_every_scenario_at_tiny_sizes(tmp_path):
     assert paced["summary"]["received"]["median"] == 1.0
     assert math.isfinite(paced["summary"]["p99_ms"]["median"])
     assert any(r["scenario"] == "typed" for r in rows)
+    # qsse on qh3, read by the bare qsse/2 receiver.
+    light = next(r for r in rows if r["scenario"] == "fanout" and r["target"] == "qsse/2@qh3:light")
+    assert light["summary"]["events_s"]["median"] > 0
 
     assert json.loads((tmp_path / "results.json").read_text())["rows"]
     table = (tmp_path / "results.md").read_text()
