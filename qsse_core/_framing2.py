@@ -220,15 +220,26 @@ class EventFrame(msgspec.Struct, frozen=True):
     data: bytes
 
 
+_EVENT_TYPE = encode_varint(FrameType.EVENT)
+# (content type, topic) -> ``content type | topic length | topic``: the same for every event.
+_event_tails: dict[tuple[int, str], bytes] = {}
+
+
 def encode_event_frame(event_id: int, content_type: int, topic: str, data: bytes) -> bytes:
     """An EVENT frame: ``id | content type | topic length | topic | data``."""
-    try:
-        topic_bytes = topic.encode()
-    except UnicodeEncodeError as exc:
-        raise LocalProtocolError(f"topic {topic!r} is not valid UTF-8: {exc}") from exc
-    head = encode_varint(event_id) + encode_varint(content_type) + encode_varint(len(topic_bytes))
-    size = len(head) + len(topic_bytes) + len(data)
-    return b"".join((encode_varint(FrameType.EVENT), encode_varint(size), head, topic_bytes, data))
+    tail = _event_tails.get((content_type, topic))
+    if tail is None:
+        try:
+            topic_bytes = topic.encode()
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError(f"topic {topic!r} is not valid UTF-8: {exc}") from exc
+        tail = encode_varint(content_type) + encode_varint(len(topic_bytes)) + topic_bytes
+        if len(_event_tails) >= 4096:
+            _event_tails.clear()  # concrete topics carry ids: keep memory flat
+        _event_tails[(content_type, topic)] = tail
+    head = encode_varint(event_id)
+    size = len(head) + len(tail) + len(data)
+    return b"".join((_EVENT_TYPE, encode_varint(size), head, tail, data))
 
 
 def decode_event(payload: bytes) -> EventFrame:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
+
 __all__ = ["HistoryPolicy", "HistoryStore", "MemoryHistory", "StoredEvent"]
 
 
@@ -35,9 +37,8 @@ class HistoryPolicy:
             raise ValueError(f"HistoryPolicy.max_age must be positive, got {self.max_age!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One retained event."""
+class StoredEvent(msgspec.Struct, frozen=True, gc=False):
+    """One retained event (a msgspec Struct: made once per publish, it must be cheap)."""
 
     id: int
     topic: str

@@ -712,24 +712,27 @@ class Server:
             # subscriber: the loop below allocates nothing per subscriber.
             v1_item: tuple[bytes, int, str] | None = None
             v2_item: tuple[bytes, int, str] | None = None
+            v1_size = v2_size = 0
             dirty = self._dirty
             count = 0
             for route in routes:
-                for sub in self._subs[route]:
+                subs = self._subs[route]
+                count += len(subs)
+                for sub in subs:
                     outbox = sub.outbox
                     if outbox.v2:
                         if v2_item is None:
                             frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
-                            v2_item = (frame, event_id, label)
-                        item = v2_item
+                            v2_item, v2_size = (frame, event_id, label), len(frame)
+                        outbox.frames.append(v2_item)
+                        outbox.size += v2_size
                     else:
                         if v1_item is None:
-                            v1_item = (encode_event(concrete, data), event_id, label)
-                        item = v1_item
-                    outbox.frames.append(item)
-                    outbox.size += len(item[0])
+                            frame = encode_event(concrete, data)
+                            v1_item, v1_size = (frame, event_id, label), len(frame)
+                        outbox.frames.append(v1_item)
+                        outbox.size += v1_size
                     dirty.add(outbox)
-                    count += 1
             self.metrics.delivered_child(label).inc(count)
             queued += count
         if queued:
