@@ -256,7 +256,8 @@ async def test_metrics_names_follow_prometheus_conventions(protocol):
     async with Server(["ride.*.status"]) as server:
         c = client(server.address, ["ride.*.status"])
         async with c:
-            await eventually(lambda: server.publish("ride.1.status", b"x") == 1)
+            await server.wait_subscribed("ride.*.status")
+            assert server.publish("ride.1.status", b"x") == 1
         server.metrics.validation_rejected("ride.*.status")
         out = generate_latest(server.metrics.registry).decode()
     for line in [

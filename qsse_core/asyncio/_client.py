@@ -447,10 +447,17 @@ class Client:
 
         protocol = QsseProtocol(quic)
 
+        # Our own signal rather than the library's wait_connected(): aioquic marks itself
+        # connected only if someone was already waiting when the handshake completed, so a
+        # handshake that beats the waiter (as under uvloop) would never count as done.
+        handshake: asyncio.Future[None] = loop.create_future()
+
         def on_quic_event(event: QuicEvent) -> None:
             # The handshake picks the protocol; its connection sees the same event next.
             if isinstance(event, HandshakeCompleted) and protocol.qsse is None:
                 protocol.qsse = self._connection(quic, event.alpn_protocol)
+                if not handshake.done():
+                    handshake.set_result(None)
 
         protocol.on_quic_event = on_quic_event
         protocol.on_qsse_event = on_event
@@ -467,17 +474,11 @@ class Client:
         transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         protocol.connect(addr)
         where = f"{self.host}:{self.port}"
-        connected = asyncio.ensure_future(protocol.wait_connected())
-        try:
-            waiters: list[asyncio.Future[Any]] = [connected, failed, lost]
-            done, _ = await asyncio.wait(
-                waiters,
-                timeout=self.connect_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            connected.cancel()
-        if connected not in done or connected.cancelled() or connected.exception() is not None:
+        waiters: list[asyncio.Future[Any]] = [handshake, failed, lost]
+        done, _ = await asyncio.wait(
+            waiters, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if handshake not in done:
             transport.close()
             if lost.done():
                 closed = lost.result()
