@@ -21,14 +21,16 @@ class SelfSigned:
     """A throw-away CA and a server certificate it signed, in memory.
 
     ``certificate_pem`` is the CA: a client that trusts it (``cafile=``) verifies the server.
-    ``chain_pem`` is what the server presents (its certificate, then the CA).
+    ``chain_pem`` is what the server presents: its own certificate alone, since the CA is the
+    trust anchor, which keeps the handshake's first flight within QUIC's anti-amplification
+    allowance (three times the client's first datagram).
     """
 
     def __init__(
         self, ca: x509.Certificate, leaf: x509.Certificate, key: ec.EllipticCurvePrivateKey
     ) -> None:
         self.certificate_pem = _pem(ca)
-        self.chain_pem = _pem(leaf) + _pem(ca)
+        self.chain_pem = _pem(leaf)
         self.key_pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

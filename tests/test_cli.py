@@ -19,17 +19,19 @@ def free_udp_port() -> int:
 
 
 @pytest.fixture
-def serve():
+def serve(tmp_path_factory):
     procs = []
 
     def start(*args: str) -> tuple[subprocess.Popen[bytes], int]:
         port = free_udp_port()
-        proc = subprocess.Popen(
-            [*QSSE, "serve", "--port", str(port), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        # stderr to a file: a pipe nobody reads would block a chatty server once full.
+        with tmp_path_factory.mktemp("serve").joinpath("stderr").open("wb") as err:
+            proc = subprocess.Popen(
+                [*QSSE, "serve", "--port", str(port), *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
         procs.append(proc)
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()
@@ -148,4 +150,39 @@ def test_sub_can_insist_on_the_go_protocol(serve):
     record = json.loads((first + out).decode().splitlines()[0])
     assert record == {"topic": "t", "data": "go", "encoding": "utf-8"}  # qsse/1: no id
     assert subscriber.returncode == 0
+    server.stdin.close()
+
+
+DIAL_MANY = """
+import asyncio, sys, uvloop
+from qsse_core import Client, ReconnectPolicy
+
+async def main() -> int:
+    clients = [
+        Client(sys.argv[1], ["t"], insecure=True, connect_timeout=10,
+               reconnect=ReconnectPolicy(retry=False))
+        for _ in range(20)
+    ]
+    results = await asyncio.gather(*(c.connect() for c in clients), return_exceptions=True)
+    await asyncio.gather(*(c.close() for c in clients))
+    failed = [str(r) for r in results if r is not None]
+    print(len(failed), failed[:1])
+    return 1 if failed else 0
+
+sys.exit(uvloop.run(main()))
+"""
+
+
+def test_many_clients_on_uvloop_dial_a_server_in_another_process(serve):
+    # Handshakes that complete before anyone awaits them must still count (uvloop runs
+    # datagram callbacks before new tasks); the server is a separate process, as in life.
+    server, port = serve("t")
+    for backend in ("aioquic", "qh3"):
+        result = subprocess.run(
+            [sys.executable, "-c", DIAL_MANY, f"127.0.0.1:{port}"],
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "QSSE_QUIC_BACKEND": backend},
+        )
+        assert result.returncode == 0, (backend, result.stdout, result.stderr[-2000:])
     server.stdin.close()

@@ -1,15 +1,24 @@
-"""The aioquic protocol shared by server and client: QUIC events in, qsse events out."""
+"""The protocol shared by server and client on the QUIC library: QUIC events in, qsse events out."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from .._quic import QuicConnection, QuicConnectionProtocol, QuicEvent, QuicStreamHandler
+from .._quic import (
+    BACKEND,
+    QuicConnection,
+    QuicConnectionProtocol,
+    QuicEvent,
+    QuicStreamHandler,
+)
 from ..events import QsseEvent
 
 __all__ = ["QsseProtocol"]
+
+logger = logging.getLogger("qsse.quic")
 
 
 class _Connection(Protocol):
@@ -52,6 +61,17 @@ class QsseProtocol(QuicConnectionProtocol):
     @property
     def quic(self) -> QuicConnection:
         return self._quic
+
+    def transmit(self) -> None:
+        try:
+            super().transmit()
+        except Exception as exc:
+            if BACKEND != "qh3":
+                raise
+            # qh3 2.1 servers sometimes fail to build a handshake packet for aioquic clients
+            # ("packet builder capacity exhausted"); its loss timers send it again shortly,
+            # so this costs a handshake about a second, not the connection.
+            logger.debug("qh3 could not transmit: %s", exc)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if transport.get_extra_info("peername") is not None:
