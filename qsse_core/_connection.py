@@ -32,7 +32,7 @@ from .events import (
     QsseEvent,
 )
 
-__all__ = ["QsseClientConnection", "QsseServerConnection", "stream_backlog"]
+__all__ = ["QsseClientConnection", "QsseServerConnection"]
 
 
 def _client_initiated(stream_id: int) -> bool:
@@ -41,11 +41,6 @@ def _client_initiated(stream_id: int) -> bool:
 
 def _unidirectional(stream_id: int) -> bool:
     return stream_id & 2 == 2
-
-
-def stream_backlog(quic: QuicConnection, stream_id: int) -> int:
-    """Bytes written to a stream that QUIC still holds (see ``_quic.send_backlog``)."""
-    return send_backlog(quic, stream_id)
 
 
 def _closed_event(event: ConnectionTerminated) -> ConnectionClosed:
@@ -121,7 +116,7 @@ class QsseServerConnection(_Connection):
         """Bytes queued for this subscriber and not yet acknowledged."""
         if self._stream_id is None:
             return 0
-        return stream_backlog(self._quic, self._stream_id)
+        return send_backlog(self._quic, self._stream_id)
 
     def _handle(self, event: QuicEvent) -> list[QsseEvent]:
         if isinstance(event, StreamDataReceived):

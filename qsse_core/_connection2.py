@@ -8,7 +8,7 @@ so a large or lost packet on one topic never holds back another. See docs/protoc
 from __future__ import annotations
 
 from ._codes import ErrorCode
-from ._connection import _client_initiated, _Connection, _unidirectional, stream_backlog
+from ._connection import _client_initiated, _Connection, _unidirectional
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._framing2 import (
     ALPN_QSSE2,
@@ -89,10 +89,6 @@ class Qsse2ServerConnection(_Connection):
     def offered(self) -> bool:
         """Whether HELLO has arrived (the offer timeout stops here)."""
         return self._hello
-
-    def backlog(self, stream_id: int) -> int:
-        """Bytes queued on ``stream_id`` and not yet acknowledged."""
-        return stream_backlog(self._quic, stream_id)
 
     def _handle(self, event: QuicEvent) -> list[QsseEvent]:
         if isinstance(event, StreamDataReceived):

@@ -37,6 +37,7 @@ from .._quic import (
     QuicEvent,
     QuicServer,
     peer_address,
+    send_backlog,
     serve,
     set_certificate,
     set_congestion_control,
@@ -142,10 +143,7 @@ class _Session:
         return isinstance(self.conn, Qsse2ServerConnection)
 
     def backlog(self, outbox: _Outbox) -> int:
-        conn = self.conn
-        if isinstance(conn, Qsse2ServerConnection):
-            return conn.backlog(outbox.stream_id)
-        return conn.backlog
+        return send_backlog(self.protocol.quic, outbox.stream_id)
 
 
 class Server:
