@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any, TypeAlias
 
+from . import _names
+
 __all__ = [
     "SCALAR_TYPES",
     "Enum",
@@ -56,8 +58,8 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}\Z")
 #: would shadow the builtin inside the class body, where msgspec resolves annotations.
 _SHADOWED_BUILTINS = frozenset({"bool", "bytes", "dict", "float", "int", "list", "str"})
 
-#: Names the generated publisher and subscriber use themselves (methods of the runtime bases).
-_RESERVED_TOPIC_NAMES = frozenset({"client", "create_server", "server", "topics"})
+#: Wire topics the protocol keeps for itself (Go qsse sends qsse/1 error events on ``error``).
+_RESERVED_WIRE_TOPICS = ("error",)
 
 #: Keyword parameters of every publisher method besides the topic parameters.
 _RESERVED_PARAM_NAMES = frozenset({"event", "self"})
@@ -527,14 +529,6 @@ def _check(document: dict[str, Any], c: _Checker) -> Schema:
     record_names = {n for n, where in owners.items() if where.startswith("records.")}
     known_types = (*SCALAR_TYPES, *sorted(owners))
 
-    generated_names = _generated_names(package, topics_table)
-    for name, where in sorted(owners.items()):
-        if name in generated_names:
-            c.report(
-                tuple(where.split(".")),
-                f"type name {name!r} would shadow the generated {generated_names[name]}",
-            )
-
     enums = tuple(
         e for e in (_check_enum(c, name, value) for name, value in enums_table.items()) if e
     )
@@ -557,6 +551,7 @@ def _check(document: dict[str, Any], c: _Checker) -> Schema:
         if t
     )
     _check_collisions(c, topics)
+    _check_names(c, package, owners, topics_table)
     if not topics_table:
         c.report(("topics",), "a schema needs at least one topic")
 
@@ -565,25 +560,46 @@ def _check(document: dict[str, Any], c: _Checker) -> Schema:
     return Schema(c.path, package, version, doc, enums, records, topics)
 
 
-def _camel(snake: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in snake.split("_"))
+def _check_names(
+    c: _Checker, package: str, owners: Mapping[str, str], topics: Mapping[str, Any]
+) -> None:
+    """Refuse two schema keys deriving one Python name, and names shadowing the runtime's.
 
-
-def _generated_names(package: str, topics: Mapping[str, Any]) -> dict[str, str]:
-    """Module-level names the generator defines itself, which schema types must not take."""
-    prefix = _camel(package)
-    names = {
-        f"{prefix}Publisher": "publisher class",
-        f"{prefix}Subscriber": "subscriber class",
-        f"{prefix}Received": "received-event alias",
-    }
-    names["TOPICS"] = "tuple of wire topics"
-    names["SCHEMA_VERSION"] = "schema version constant"
-    for topic, value in topics.items():
-        names[topic.upper()] = f"constant of topic {topic!r}"
-        if isinstance(value, dict) and value.get("params"):
-            names[f"{_camel(topic)}Params"] = f"parameters class of topic {topic!r}"
-    return names
+    One problem per pair of keys (or key and fixed name), listing every name they share.
+    """
+    types = sorted(((key, name) for name, key in owners.items()), key=lambda kv: kv[1])
+    valid = [
+        (name, isinstance(value, dict) and bool(value.get("params")))
+        for name, value in topics.items()
+        if _SNAKE_NAME.match(name) and not keyword.iskeyword(name)
+    ]
+    emitted = _names.module_names(package, types, valid)
+    first: dict[tuple[str, str], _names.Emitted] = {}
+    clashes: dict[tuple[str, str], list[tuple[_names.Emitted, _names.Emitted]]] = {}
+    for item in emitted:
+        base = _names.BASE_MEMBERS.get(item.namespace, frozenset())
+        if item.name in base:
+            cls = "TypedPublisher" if item.namespace == "publisher" else "TypedSubscriber"
+            c.report(
+                tuple(item.key.split(".")),
+                f"its {item.what} {item.name!r} would shadow {cls}.{item.name} of the runtime; "
+                "choose another name",
+            )
+            continue
+        earlier = first.setdefault((item.namespace, item.name), item)
+        if earlier is not item:
+            clashes.setdefault((item.key, earlier.key), []).append((item, earlier))
+    for (key, other), pairs in clashes.items():
+        if not key:
+            continue  # two fixed names never clash
+        mine = " and ".join(f"{item.what} {item.name!r}" for item, _ in pairs)
+        theirs = " and ".join(dict.fromkeys(e.what for _, e in pairs))
+        if not other:
+            message = f"its {mine} would replace the generated {theirs}; choose another name"
+        else:
+            verb = "collides" if len(pairs) == 1 else "collide"
+            message = f"its {mine} {verb} with the {theirs} of {other}; rename one of them"
+        c.report(tuple(key.split(".")), message)
 
 
 def _check_enum(c: _Checker, name: str, value: object) -> Enum | None:
@@ -857,12 +873,6 @@ def _check_topic(
     key = ("topics", name)
     problems_before = len(c.problems)
     ok = c.name(name, _SNAKE_NAME, "topic", key)
-    if ok and name in _RESERVED_TOPIC_NAMES:
-        c.report(
-            key,
-            f"topic name {name!r} would shadow a method of the generated publisher or subscriber",
-        )
-        ok = False
     table = c.table(value, key)
     if table is None:
         return None
@@ -932,6 +942,15 @@ def _check_topic(
         return None
     if not _check_wire(c, (*key, "topic"), wire, list(params_table)):
         return None
+    for reserved in _RESERVED_WIRE_TOPICS:
+        if _globs_overlap(_glob(wire), reserved):
+            what = "is" if wire == reserved else "matches"
+            c.report(
+                (*key, "topic"),
+                f"topic {wire!r} {what} the reserved topic {reserved!r}: qsse/1 sends error "
+                "events on it (as Go qsse does), so servers refuse to declare it",
+            )
+            return None
     if not ok or len(c.problems) > problems_before:
         return None
     # Parameters keep the order of their placeholders in the wire topic.

@@ -15,7 +15,7 @@ import dataclasses
 import inspect
 import re
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, final
 
 import msgspec
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Handler",
     "ParamsHandler",
+    "R",
     "Received",
     "Topic",
     "TypedPublisher",
@@ -41,13 +42,16 @@ __all__ = [
 
 P = TypeVar("P")
 E = TypeVar("E", bound=msgspec.Struct)
+#: What a handler returns. Generated ``on_`` methods take ``Callable[[Event], R]`` rather than
+#: a TypeVar bound to :data:`Handler` so that a lambda's parameter gets the event type; an
+#: awaitable result is awaited, anything else ignored.
 R = TypeVar("R")
 _Args = ParamSpec("_Args")
 
 #: A handler of one topic's events; it may be a plain function or a coroutine function.
-Handler = Callable[[E], Awaitable[None] | None]
+Handler = Callable[[E], object]
 #: A handler that also receives the parameters parsed from the concrete topic.
-ParamsHandler = Callable[[P, E], Awaitable[None] | None]
+ParamsHandler = Callable[[P, E], object]
 
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 # msgspec ends validation messages with " - at `$.path`" when the problem is inside a value.
@@ -344,7 +348,7 @@ class TypedPublisher:
 @dataclasses.dataclass(slots=True)
 class _Route:
     topic: Topic[Any, Any]
-    handlers: list[Callable[[Any, Any], Awaitable[None] | None]]
+    handlers: list[Callable[[Any, Any], object]]
 
 
 class TypedSubscriber:
@@ -397,7 +401,7 @@ class TypedSubscriber:
         self._add(topic, handler)
 
     def _add(
-        self, topic: Topic[Any, Any], handler: Callable[[Any, Any], Awaitable[None] | None]
+        self, topic: Topic[Any, Any], handler: Callable[[Any, Any], object]
     ) -> None:
         if topic.deprecated is not None:
             _warn_deprecated(topic, depth=3)  # _add, _on or _on_with_params, generated method

@@ -101,7 +101,7 @@ def test_base_schema_is_valid() -> None:
         pytest.param(
             BASE + '\n[records.ShopPublisher]\ndoc = "x"\nfields.a = { type = "int", doc = "a" }\n',
             [
-                "shop.toml:15: records.ShopPublisher: type name 'ShopPublisher' would shadow the generated publisher class",
+                "shop.toml:15: records.ShopPublisher: its class 'ShopPublisher' collides with the publisher class of schema.package; rename one of them",
             ],
             id="shadow_generated",
         ),
@@ -115,7 +115,7 @@ def test_base_schema_is_valid() -> None:
         pytest.param(
             BASE.replace("[topics.order_placed]", "[topics.create_server]"),
             [
-                "shop.toml:10: topics.create_server: topic name 'create_server' would shadow a method of the generated publisher or subscriber",
+                "shop.toml:10: topics.create_server: its publisher method 'create_server' would shadow TypedPublisher.create_server of the runtime; choose another name",
             ],
             id="reserved_topic",
         ),

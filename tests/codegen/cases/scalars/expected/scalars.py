@@ -108,11 +108,6 @@ ScalarsReceived: _typing.TypeAlias = (
     _typed.Received[None, Sample]
 )
 
-_SamplesHandlerT = _typing.TypeVar(
-    "_SamplesHandlerT",
-    bound=_typed.Handler[Sample],
-)
-
 
 class ScalarsPublisher(_typed.TypedPublisher):
     """Publishes ``scalars`` events on a :class:`qsse_core.Server`, checking each fully first;
@@ -160,12 +155,18 @@ class ScalarsSubscriber(_typed.TypedSubscriber):
         """Yield each event the client receives, decoded, until the client closes."""
         return self._iterate()
 
-    def on_samples(self, handler: _SamplesHandlerT, /) -> _SamplesHandlerT:
+    def on_samples(
+        self,
+        handler: _typing.Callable[[Sample], _typed.R],
+        /,
+    ) -> _typing.Callable[[Sample], _typed.R]:
         """Handle each event on ``samples``: Samples.
 
         Use it as a decorator (``@subscriber.on_samples``) or call it with the handler.
 
-        :param handler: called with each :class:`Sample`; it may be a coroutine function.
+        :param handler: called with each :class:`Sample`; when it returns an awaitable (a
+            coroutine function), that is awaited before the next handler runs, and any other
+            return value is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(SAMPLES, handler)
