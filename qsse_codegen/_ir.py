@@ -8,9 +8,12 @@ loop over it. It is frozen and acyclic: nothing refers back to its parent.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 import json
 import re
 import textwrap
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
 from . import _names
@@ -217,6 +220,22 @@ def _meta(constraints: Sequence[tuple[str, int | float | str | bool]]) -> str:
     return f"_msgspec.Meta({', '.join(args)})"
 
 
+def _datetime_args(value: datetime.date) -> str:
+    if not isinstance(value, datetime.datetime):
+        return f"{value.year}, {value.month}, {value.day}"
+    args = [value.year, value.month, value.day, value.hour, value.minute, value.second]
+    text = ", ".join(map(str, args))
+    if value.microsecond:
+        text += f", {value.microsecond}"
+    offset = value.utcoffset()
+    if offset is None:
+        return text
+    if not offset:
+        return f"{text}, tzinfo=_datetime.timezone.utc"
+    seconds = int(offset.total_seconds())
+    return f"{text}, tzinfo=_datetime.timezone(_datetime.timedelta(seconds={seconds}))"
+
+
 def _default(field: s.Field, enums: Mapping[str, s.Enum]) -> str:
     value = field.default
     if value is None:
@@ -230,6 +249,16 @@ def _default(field: s.Field, enums: Mapping[str, s.Enum]) -> str:
         return f" = {_literal(value)}"
     if isinstance(value, int | float):
         return f" = {_number(value)}"
+    if isinstance(value, bytes):
+        return f" = {value!r}"
+    if isinstance(value, decimal.Decimal):
+        return f" = _decimal.Decimal({_literal(str(value))})"
+    if isinstance(value, uuid.UUID):
+        return f" = _uuid.UUID({_literal(str(value))})"
+    if isinstance(value, datetime.datetime):
+        return f" = _datetime.datetime({_datetime_args(value)})"
+    if isinstance(value, datetime.date):
+        return f" = _datetime.date({_datetime_args(value)})"
     # A factory makes the fresh-container-per-instance behaviour visible to readers.
     factory = "list" if isinstance(value, list) else "dict"
     return f" = _msgspec.field(default_factory={factory})"

@@ -11,12 +11,17 @@ names and annotations are computed later by :mod:`qsse_codegen._ir`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import datetime
+import decimal
 import difflib
 import keyword
 import math
 import re
 import tomllib
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any, TypeAlias
@@ -104,7 +109,19 @@ class MapType:
 
 TypeExpr: TypeAlias = NamedType | ListType | MapType
 Number: TypeAlias = int | float
-Default: TypeAlias = str | int | float | bool | list[Any] | dict[str, Any]
+Default: TypeAlias = (
+    str
+    | int
+    | float
+    | bool
+    | bytes
+    | decimal.Decimal
+    | datetime.date
+    | datetime.datetime
+    | uuid.UUID
+    | list[Any]
+    | dict[str, Any]
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -740,18 +757,7 @@ def _check_field(
             continue
         constraints.append((constraint, bound))
     bounds = dict(constraints)
-    for low, high in (
-        ("ge", "le"),
-        ("ge", "lt"),
-        ("gt", "le"),
-        ("gt", "lt"),
-        ("min_length", "max_length"),
-    ):
-        lo, hi = bounds.get(low), bounds.get(high)
-        if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
-            c.report(
-                (*key, high), f"{high} = {hi!r} is below {low} = {lo!r}; no value can satisfy both"
-            )
+    _check_ranges(c, key, kind, bounds)
 
     default: Default | None = None
     if "default" in table:
@@ -759,6 +765,99 @@ def _check_field(
         if default is None:
             return None
     return Field(name, expr, doc, optional, default, tuple(constraints))
+
+
+def _check_ranges(
+    c: _Checker, key: tuple[str, ...], kind: str, bounds: Mapping[str, Number | str | bool]
+) -> None:
+    """Refuse bounds no value can satisfy, e.g. ``gt = 1.0, lt = 1.0`` or ``ge = 2, lt = 3``
+    on an ``int`` (which leaves 2) is fine but ``gt = 2, lt = 3`` is not."""
+    for low, high in (("ge", "le"), ("ge", "lt"), ("gt", "le"), ("gt", "lt")):
+        lo, hi = bounds.get(low), bounds.get(high)
+        if not isinstance(lo, int | float) or not isinstance(hi, int | float):
+            continue
+        if kind == "int":
+            # Integers: the smallest and largest values the bounds allow.
+            first = lo + 1 if low == "gt" else lo
+            last = hi - 1 if high == "lt" else hi
+            empty = first > last
+        else:
+            empty = lo > hi or (lo == hi and (low == "gt" or high == "lt"))
+        if empty:
+            c.report(
+                (*key, high),
+                f"{high} = {hi!r} with {low} = {lo!r} leaves no {kind} value that satisfies both",
+            )
+    lo, hi = bounds.get("min_length"), bounds.get("max_length")
+    if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+        c.report(
+            (*key, "max_length"),
+            f"max_length = {hi!r} is below min_length = {lo!r}; no value can satisfy both",
+        )
+
+
+def _scalar_default(kind: str, value: object) -> tuple[Default | None, str]:
+    """``(value as Python, "")``, or ``(None, what was expected)`` when ``value`` does not fit.
+
+    TOML has no Decimal, UUID or bytes, so those are written as strings: a decimal number, a
+    canonical UUID, and base64 (as in JSON). Dates and date-times are TOML's own.
+    """
+    if kind == "str":
+        return (value, "") if isinstance(value, str) else (None, "a string")
+    if kind == "bool":
+        return (value, "") if isinstance(value, bool) else (None, "a boolean")
+    if kind == "int":
+        return (value, "") if type(value) is int else (None, "an integer")
+    if kind == "float":
+        if type(value) not in (int, float):
+            return None, "a number"
+        assert isinstance(value, int | float)
+        if not math.isfinite(value):
+            return None, "a finite number (NaN and infinities are refused)"
+        return float(value), ""
+    if kind == "Decimal":
+        want = 'a finite decimal number as a string or integer, e.g. "12.50"'
+        if type(value) is int or isinstance(value, str):
+            try:
+                number = decimal.Decimal(value)
+            except decimal.InvalidOperation:
+                return None, want
+            return (number, "") if number.is_finite() else (None, want)
+        return None, want
+    if kind == "UUID":
+        if isinstance(value, str):
+            try:
+                return uuid.UUID(value), ""
+            except ValueError:
+                pass
+        return None, 'a UUID string, e.g. "00000000-0000-4000-8000-000000000000"'
+    if kind == "bytes":
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True), ""
+            except binascii.Error:
+                pass
+        return None, "a base64 string, as bytes travel in JSON"
+    if kind == "datetime":
+        if type(value) is datetime.datetime:
+            return value, ""
+        return None, "a TOML date-time, e.g. 2024-01-01T00:00:00Z"
+    if kind == "date":
+        if type(value) is datetime.date:
+            return value, ""
+        return None, "a TOML date, e.g. 2024-01-01"
+    raise AssertionError(kind)
+
+
+def _show(value: object) -> str:
+    """A default as the schema author wrote it (TOML-ish), for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return repr(value)
 
 
 def _check_default(
@@ -770,63 +869,69 @@ def _check_default(
     bounds: Mapping[str, Number | str | bool],
 ) -> Default | None:
     kind = _kind(expr)
+    checked: Default | None
     if kind in ("list", "map"):
         empty: list[Any] | dict[str, Any] = [] if kind == "list" else {}
         if value != empty or type(value) is not type(empty):
             c.report(key, f"a {kind} default must be {'[]' if kind == 'list' else '{}'}")
             return None
-        return empty
-    expected: dict[str, tuple[type, ...]] = {
-        "str": (str,),
-        "int": (int,),
-        "float": (int, float),
-        "bool": (bool,),
-    }
-    if kind in enum_values:
+        checked = empty
+    elif kind in enum_values:
         if not isinstance(value, str) or value not in enum_values[kind]:
             values = enum_values[kind]
             hint = _suggest(value, values) if isinstance(value, str) else ""
-            c.report(key, f"default {value!r} is not a value of enum {kind!r}{hint}")
+            c.report(key, f"default {_show(value)} is not a value of enum {kind!r}{hint}")
             return None
         return value
-    if kind not in expected:
+    elif kind in SCALAR_TYPES:
+        checked, expected = _scalar_default(kind, value)
+        if checked is None:
+            c.report(
+                key,
+                f"expected {expected} for a {kind!r} default, got {_show(value)} "
+                f"({_toml_type(value)})",
+            )
+            return None
+    else:
         c.report(
             key,
-            f"type {kind!r} cannot have a default "
-            "(supported: str, int, float, bool, enums, [] and {})",
+            f"a field of record type {kind!r} cannot have a default; "
+            "leave it out (an optional field defaults to None)",
         )
         return None
-    if type(value) not in expected[kind] or (isinstance(value, float) and not math.isfinite(value)):
-        c.report(
-            key,
-            f"expected {_TOML_TYPE_NAMES[expected[kind][-1]]} for a {kind!r} default, "
-            f"got {_toml_type(value)}",
-        )
-        return None
-    assert isinstance(value, str | int | float)
-    violated = _violated(value, bounds)
+    violated = _violated(checked, bounds)
     if violated:
-        c.report(key, f"default {value!r} violates {violated}")
+        c.report(key, f"default {_show(value)} violates {violated}")
         return None
-    return value
+    return checked
 
 
-def _violated(value: str | int | float, bounds: Mapping[str, Number | str | bool]) -> str:
+def _violated(value: Default, bounds: Mapping[str, Number | str | bool]) -> str:
+    """The first constraint ``value`` breaks, as ``name = bound``, or ""."""
     for name, bound in sorted(bounds.items()):
-        if isinstance(value, str):
-            if name == "min_length" and isinstance(bound, int) and len(value) < bound:
-                return f"min_length = {bound}"
-            if name == "max_length" and isinstance(bound, int) and len(value) > bound:
-                return f"max_length = {bound}"
-            if name == "pattern" and isinstance(bound, str) and not _compiled(bound).search(value):
+        if name in _LENGTH_CONSTRAINTS and isinstance(value, str | bytes | list | dict):
+            assert isinstance(bound, int)
+            if (name == "min_length" and len(value) < bound) or (
+                name == "max_length" and len(value) > bound
+            ):
+                return f"{name} = {bound}"
+        elif name == "pattern" and isinstance(value, str) and isinstance(bound, str):
+            if not _compiled(bound).search(value):
                 return f"pattern = {bound!r}"
-        elif isinstance(bound, int | float) and not isinstance(bound, bool):
+        elif name == "tz" and isinstance(value, datetime.datetime):
+            if (value.tzinfo is not None) != bound:
+                return "tz = true" if bound else "tz = false"
+        elif (
+            name in _NUMERIC_CONSTRAINTS
+            and isinstance(value, int | float)
+            and isinstance(bound, int | float)
+        ):
             failed = {
                 "ge": value < bound,
                 "gt": value <= bound,
                 "le": value > bound,
                 "lt": value >= bound,
-            }.get(name, False)
+            }[name]
             if failed:
                 return f"{name} = {bound!r}"
     return ""

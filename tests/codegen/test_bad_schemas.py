@@ -175,7 +175,7 @@ def test_base_schema_is_valid() -> None:
         pytest.param(
             BASE.replace('doc = "Id." }', 'doc = "Id.", ge = 10, le = 1 }'),
             [
-                "shop.toml:8: records.Order.fields.id.le: le = 1 is below ge = 10; no value can satisfy both",
+                "shop.toml:8: records.Order.fields.id.le: le = 1 with ge = 10 leaves no int value that satisfies both",
             ],
             id="constraint_bounds",
         ),
