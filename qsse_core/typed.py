@@ -16,7 +16,17 @@ import inspect
 import re
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, final
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    final,
+)
 
 import msgspec
 
@@ -25,11 +35,13 @@ from ._exceptions import ConfigurationError, ValidationError
 from ._framing2 import ContentType
 from ._history import HistoryPolicy, MemoryHistory
 from ._topics import topic_matches
+from ._validate import compile_check, explain, has_datetime
 
 if TYPE_CHECKING:
-    from . import Client, GapHandler, Message, Server
+    from . import Client, GapHandler, Message
 
 __all__ = [
+    "EventSink",
     "Handler",
     "ParamsHandler",
     "R",
@@ -59,6 +71,8 @@ _AT_PATH = re.compile(r"\A(?P<reason>.*) - at `(?P<path>[^`]*)`\Z", re.DOTALL)
 # One encoder serves every topic: encoding needs no type information.
 _ENCODER = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
+# to_builtins keeps these as they are, so MessagePack still sends them natively.
+_NATIVE = (bytes, bytearray, memoryview)
 
 
 def _split_reason(error: msgspec.ValidationError, root: str) -> tuple[str, str]:
@@ -69,24 +83,41 @@ def _split_reason(error: msgspec.ValidationError, root: str) -> tuple[str, str]:
     return root + found.group("path")[1:], found.group("reason")
 
 
-def _first_difference(sent: object, received: object, path: str) -> tuple[str, object]:
-    """Where ``sent`` and its JSON round trip ``received`` first differ, and the sent value."""
-    if isinstance(sent, msgspec.Struct) and type(sent) is type(received):
-        for name in sent.__struct_fields__:
-            a, b = getattr(sent, name), getattr(received, name)
-            if a != b:
-                return _first_difference(a, b, f"{path}.{name}")
-    elif (
-        isinstance(sent, list | tuple) and isinstance(received, list) and len(sent) == len(received)
-    ):
-        for index, (a, b) in enumerate(zip(sent, received, strict=True)):
-            if a != b:
-                return _first_difference(a, b, f"{path}[{index}]")
-    elif isinstance(sent, dict) and isinstance(received, dict) and sent.keys() == received.keys():
-        for key in sent:
-            if sent[key] != received[key]:
-                return _first_difference(sent[key], received[key], f"{path}[{key!r}]")
-    return path, sent
+class _Metrics(Protocol):
+    def validation_rejected(self, topic: str) -> None: ...
+
+
+class EventSink(Protocol):
+    """What a typed publisher publishes to: a :class:`~qsse_core.Server`, or anything else
+    with these members (a broker fanning events out to several servers, say).
+
+    ``topics`` are the declared patterns the schema's topics must fall under; ``publish``
+    takes a concrete topic, the JSON payload and optionally ``(content type, bytes)`` of a
+    compact encoding, and returns the number of subscriptions reached.
+    """
+
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+    @property
+    def metrics(self) -> _Metrics: ...
+
+    def publish(
+        self, topic: str, data: bytes, *, compact: tuple[int, bytes] | None = None
+    ) -> int: ...
+
+
+class _ParamValues(dict[str, str]):
+    """``str.format_map`` view of a checked parameters struct: each value as its segment."""
+
+    __slots__ = ("_params",)
+
+    def __init__(self, params: object) -> None:
+        super().__init__()
+        self._params = params
+
+    def __missing__(self, key: str) -> str:
+        return str(getattr(self._params, key))
 
 
 @final
@@ -105,7 +136,9 @@ class Topic(Generic[P, E]):
     """
 
     __slots__ = (
-        "_concrete",
+        "_check",
+        "_check_params",
+        "_compact_builtins",
         "_decoder",
         "_msgpack_decoder",
         "_params_type",
@@ -138,7 +171,11 @@ class Topic(Generic[P, E]):
         self._params_type = params
         self._decoder = msgspec.json.Decoder(event)
         self._msgpack_decoder = msgspec.msgpack.Decoder(event)
-        self._concrete: dict[Any, str] = {}
+        self._check = compile_check(event)
+        self._check_params = None if params is None else compile_check(params)  # type: ignore[arg-type]
+        # MessagePack's timestamp keeps the instant but not the UTC offset: datetimes go as
+        # RFC 3339 strings, as in JSON, so both encodings decode to the same value.
+        self._compact_builtins = has_datetime(event)
         regex = "".join(
             f"(?P<{part}>[^.]+)" if index % 2 else re.escape(part)
             for index, part in enumerate(_PLACEHOLDER.split(template))
@@ -151,30 +188,19 @@ class Topic(Generic[P, E]):
     def topic(self, params: P) -> str:
         """The concrete topic for ``params``, e.g. ``ride.42.status``.
 
-        :raises ValidationError: when a parameter value does not fit its declared type.
+        Parameters are checked exactly as event fields are (a ``bool`` is not an ``int``, a
+        ``str`` is not a ``UUID``), on every call: nothing cached can change the answer.
+
+        :raises ValidationError: when a parameter value does not fit its declared type; the
+            path names it in braces, e.g. ``{ride_id}``.
         """
-        if self._params_type is None:
+        if self._check_params is None:
             return self.template
-        try:
-            cached = self._concrete.get(params)
-        except TypeError:  # an unhashable value: the checks below name it
-            cached = None
-        if cached is not None:
-            return cached
-        try:
-            checked = msgspec.convert(msgspec.to_builtins(params), self._params_type)
-        except msgspec.ValidationError as exc:
-            path, reason = _split_reason(exc, "")
-            raise ValidationError(self.template, f"{{{path.lstrip('.')}}}", reason) from None
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise ValidationError(self.template, "{}", str(exc)) from None
-        values = msgspec.to_builtins(checked)
-        concrete = self.template.format_map({key: str(value) for key, value in values.items()})
-        # Params are frozen structs: the same ride's topic is checked and built once.
-        if len(self._concrete) >= 1024:
-            self._concrete.clear()
-        self._concrete[params] = concrete  # hashable: it passed the checks
-        return concrete
+        if not self._check_params(params):
+            path, reason = explain(self._params_type, params) or ("$", "invalid parameters")  # type: ignore[arg-type]
+            name = path.removeprefix("$").lstrip(".")
+            raise ValidationError(self.template, f"{{{name}}}", reason)
+        return self.template.format_map(_ParamValues(params))
 
     def parse(self, topic: str) -> P:
         """The parameters a concrete topic carries; the inverse of :meth:`topic`.
@@ -196,36 +222,39 @@ class Topic(Generic[P, E]):
             raise ValueError(f"{reason} - at `{{{path.lstrip('.')}}}` of topic {topic!r}") from None
 
     def encode(self, event: E, topic: str) -> bytes:
-        """Encode ``event`` after checking it fully, as a subscriber of ``topic`` would.
+        """Check ``event`` fully, then encode it as JSON.
 
-        The event is encoded in memory and decoded with this topic's typed decoder, so the
-        bytes returned are exactly what a subscriber built from the same schema accepts:
-        types, constraints and nested records are all checked, and values JSON cannot carry
-        (such as NaN) are refused rather than silently turned into ``null``.
+        The checks are the same for every encoding (see :mod:`qsse_core._validate`): exact
+        types, integers within int64, finite floats and Decimals, valid Unicode, and the
+        schema's constraints, nested records included. What passes decodes to an equal value
+        at every subscriber built from the same schema, from JSON or MessagePack.
 
-        :raises ValidationError: naming ``topic`` and the field path.
+        :raises ValidationError: naming ``topic``, the field path (``$.stops[1].location.lat``,
+            map keys as ``$.breakdown["tip"]``) and what was expected; nothing else escapes.
         """
-        if type(event) is not self.event:
-            raise ValidationError(
-                topic, "$", f"Expected `{self.event.__name__}`, got `{type(event).__name__}`"
-            )
+        if not self._check(event):
+            self._refuse(event, topic)
         try:
-            data = _ENCODER.encode(event)
-        except (TypeError, msgspec.EncodeError) as exc:
+            return _ENCODER.encode(event)
+        except Exception as exc:  # the checks make this unreachable; never leak a raw error
             raise ValidationError(topic, "$", f"Cannot encode event: {exc}") from None
+
+    def encode_compact(self, event: E, topic: str) -> bytes:
+        """MessagePack of an event :meth:`encode` accepted (call that first).
+
+        :raises ValidationError: never for a checked event; kept so nothing raw escapes.
+        """
         try:
-            decoded = self._decoder.decode(data)
-        except msgspec.ValidationError as exc:
-            path, reason = _split_reason(exc, "$")
-            raise ValidationError(topic, path, reason) from None
-        if b"null" in data and decoded != event:
-            # JSON writes NaN and infinities as null, which an optional float accepts. They
-            # are the only values it changes silently, and they always leave a null behind.
-            path, value = _first_difference(event, decoded, "$")
-            raise ValidationError(
-                topic, path, f"Expected a value JSON carries unchanged, got `{value!r}`"
-            )
-        return data
+            if self._compact_builtins:
+                return _MSGPACK.encode(msgspec.to_builtins(event, builtin_types=_NATIVE))
+            return _MSGPACK.encode(event)
+        except Exception as exc:
+            raise ValidationError(topic, "$", f"Cannot encode event: {exc}") from None
+
+    def _refuse(self, event: object, topic: str) -> None:
+        problem = explain(self.event, event)
+        path, reason = problem or ("$", f"Expected a valid `{self.event.__name__}`")
+        raise ValidationError(topic, path, reason)
 
     def decode(self, data: bytes, content_type: int | None = None) -> E:
         """Decode a payload of this topic: JSON, or MessagePack when ``content_type`` says so.
@@ -299,7 +328,8 @@ class TypedPublisher:
 
     Generated subclasses set :attr:`topics` and add one method per topic.
 
-    :param server: a server declaring (at least) every topic of the schema.
+    :param server: a server declaring (at least) every topic of the schema, or any other
+        :class:`EventSink`.
     :param compact: also send qsse/2 subscribers MessagePack, smaller and cheaper to decode
         than JSON; qsse/1 subscribers (Go peers) keep getting JSON.
     :raises ConfigurationError: when the server does not declare one of the schema's topics.
@@ -310,7 +340,7 @@ class TypedPublisher:
     #: The schema's topics, set by the generated subclass.
     topics: ClassVar[tuple[Topic[Any, Any], ...]] = ()
 
-    def __init__(self, server: Server, *, compact: bool = False) -> None:
+    def __init__(self, server: EventSink, *, compact: bool = False) -> None:
         missing = [
             topic.pattern
             for topic in self.topics
@@ -325,8 +355,8 @@ class TypedPublisher:
         self._compact = compact
 
     @property
-    def server(self) -> Server:
-        """The server events are published on."""
+    def server(self) -> EventSink:
+        """The server (or other sink) events are published on."""
         return self._server
 
     def _publish(self, topic: Topic[P, E], event: E, params: P) -> int:
@@ -335,13 +365,13 @@ class TypedPublisher:
         try:
             concrete = topic.topic(params)
             data = topic.encode(event, concrete)
+            compact = topic.encode_compact(event, concrete) if self._compact else None
         except ValidationError:
             # Label by the declared pattern so topic parameters cannot grow the label set.
             self._server.metrics.validation_rejected(topic.pattern)
             raise
-        if self._compact:
-            packed = (ContentType.MSGPACK, _MSGPACK.encode(event))
-            return self._server.publish(concrete, data, compact=packed)
+        if compact is not None:
+            return self._server.publish(concrete, data, compact=(ContentType.MSGPACK, compact))
         return self._server.publish(concrete, data)
 
 
@@ -400,9 +430,7 @@ class TypedSubscriber:
     def _on_with_params(self, topic: Topic[P, E], handler: ParamsHandler[P, E]) -> None:
         self._add(topic, handler)
 
-    def _add(
-        self, topic: Topic[Any, Any], handler: Callable[[Any, Any], object]
-    ) -> None:
+    def _add(self, topic: Topic[Any, Any], handler: Callable[[Any, Any], object]) -> None:
         if topic.deprecated is not None:
             _warn_deprecated(topic, depth=3)  # _add, _on or _on_with_params, generated method
         route = self._routes.get(topic.name)
