@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
-__all__ = ["INT64_MAX", "INT64_MIN", "compile_check", "explain", "has_datetime"]
+__all__ = ["INT64_MAX", "INT64_MIN", "compile_check", "compile_encode", "explain", "has_datetime"]
 
 #: The integer range every peer reads: Go's int64 and MessagePack's signed integers.
 INT64_MIN = -(2**63)
@@ -195,14 +195,49 @@ def compile_check(cls: type[msgspec.Struct]) -> Callable[[object], bool]:
 
     :raises TypeError: for a type a schema cannot declare (unions other than ``T | None``).
     """
+    check: Callable[[object], bool] = _build(cls, None)
+    return check
+
+
+def compile_encode(
+    cls: type[msgspec.Struct],
+    encode: Callable[[Any], bytes],
+    refuse: Callable[[Any, str], bytes],
+    failed: Callable[[str, Exception], bytes],
+) -> Callable[[Any, str], bytes]:
+    """``(event, topic) -> bytes``: the check of :func:`compile_check` fused with ``encode``
+    in one function, saving a call per publish.
+
+    It returns ``encode(event)`` when the event passes, else ``refuse(event, topic)`` (which
+    is expected to raise); an exception from ``encode`` goes to ``failed(topic, exc)``.
+    """
+    fused: Callable[[Any, str], bytes] = _build(cls, (encode, refuse, failed))
+    return fused
+
+
+def _build(cls: type[msgspec.Struct], fuse: tuple[Any, Any, Any] | None) -> Any:
     compiler = _Compiler()
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
     root = compiler.function(info)
     namespace = dict(compiler.names)
-    exec("\n\n".join(compiler.sources), namespace)
-    check: Callable[[object], bool] = namespace[root]  # type: ignore[assignment]
-    return check
+    sources = list(compiler.sources)
+    if fuse is not None:
+        # The root function was written last; its copy fails and succeeds differently.
+        namespace["_encode"], namespace["_refuse"], namespace["_failed"] = fuse
+        body = sources[-1].split("\n")[1:-1]
+        lines = [
+            "def encode_event(v, topic):",
+            *(line.replace(": return False", ": return _refuse(v, topic)") for line in body),
+            "    try:",
+            "        return _encode(v)",
+            "    except Exception as exc:",
+            "        return _failed(topic, exc)",
+        ]
+        sources.append("\n".join(lines))
+        root = "encode_event"
+    exec("\n\n".join(sources), namespace)
+    return namespace[root]
 
 
 def has_datetime(cls: type[msgspec.Struct]) -> bool:

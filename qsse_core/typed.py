@@ -35,7 +35,7 @@ from ._exceptions import ConfigurationError, ValidationError
 from ._framing2 import ContentType
 from ._history import HistoryPolicy, MemoryHistory
 from ._topics import topic_matches
-from ._validate import compile_check, explain, has_datetime
+from ._validate import compile_check, compile_encode, explain, has_datetime
 
 if TYPE_CHECKING:
     from . import Client, GapHandler, Message
@@ -107,6 +107,11 @@ class EventSink(Protocol):
     ) -> int: ...
 
 
+def _cannot_encode(topic: str, exc: Exception) -> bytes:
+    # The checks make this unreachable; it is here so that no raw error ever escapes.
+    raise ValidationError(topic, "$", f"Cannot encode event: {exc}") from None
+
+
 class _ParamValues(dict[str, str]):
     """``str.format_map`` view of a checked parameters struct: each value as its segment."""
 
@@ -144,6 +149,7 @@ class Topic(Generic[P, E]):
         "_params_type",
         "_regex",
         "deprecated",
+        "encode",
         "event",
         "history",
         "name",
@@ -172,6 +178,7 @@ class Topic(Generic[P, E]):
         self._decoder = msgspec.json.Decoder(event)
         self._msgpack_decoder = msgspec.msgpack.Decoder(event)
         self._check = compile_check(event)
+        self.encode = compile_encode(event, _ENCODER.encode, self._refuse, _cannot_encode)
         self._check_params = None if params is None else compile_check(params)  # type: ignore[arg-type]
         # MessagePack's timestamp keeps the instant but not the UTC offset: datetimes go as
         # RFC 3339 strings, as in JSON, so both encodings decode to the same value.
@@ -181,6 +188,19 @@ class Topic(Generic[P, E]):
             for index, part in enumerate(_PLACEHOLDER.split(template))
         )
         self._regex = re.compile(regex + r"\Z")
+
+    #: ``encode(event, topic) -> bytes``: check ``event`` fully, then encode it as JSON.
+    #:
+    #: The checks are the same for every encoding (see :mod:`qsse_core._validate`): exact
+    #: types, integers within int64, finite floats and Decimals, valid Unicode, and the
+    #: schema's constraints, nested records included. What passes decodes to an equal value
+    #: at every subscriber built from the same schema, from JSON or MessagePack. It is one
+    #: function generated per topic (check and encode fused), hence an attribute.
+    #:
+    #: Raises :class:`ValidationError` naming ``topic``, the field path
+    #: (``$.stops[1].location.lat``, map keys as ``$.breakdown["tip"]``) and what was
+    #: expected; nothing else escapes.
+    encode: Callable[[E, str], bytes]
 
     def __repr__(self) -> str:
         return f"Topic({self.template!r}, event={self.event.__name__})"
@@ -221,24 +241,6 @@ class Topic(Generic[P, E]):
             path, reason = _split_reason(exc, "")
             raise ValueError(f"{reason} - at `{{{path.lstrip('.')}}}` of topic {topic!r}") from None
 
-    def encode(self, event: E, topic: str) -> bytes:
-        """Check ``event`` fully, then encode it as JSON.
-
-        The checks are the same for every encoding (see :mod:`qsse_core._validate`): exact
-        types, integers within int64, finite floats and Decimals, valid Unicode, and the
-        schema's constraints, nested records included. What passes decodes to an equal value
-        at every subscriber built from the same schema, from JSON or MessagePack.
-
-        :raises ValidationError: naming ``topic``, the field path (``$.stops[1].location.lat``,
-            map keys as ``$.breakdown["tip"]``) and what was expected; nothing else escapes.
-        """
-        if not self._check(event):
-            self._refuse(event, topic)
-        try:
-            return _ENCODER.encode(event)
-        except Exception as exc:  # the checks make this unreachable; never leak a raw error
-            raise ValidationError(topic, "$", f"Cannot encode event: {exc}") from None
-
     def encode_compact(self, event: E, topic: str) -> bytes:
         """MessagePack of an event :meth:`encode` accepted (call that first).
 
@@ -251,7 +253,7 @@ class Topic(Generic[P, E]):
         except Exception as exc:
             raise ValidationError(topic, "$", f"Cannot encode event: {exc}") from None
 
-    def _refuse(self, event: object, topic: str) -> None:
+    def _refuse(self, event: object, topic: str) -> bytes:
         problem = explain(self.event, event)
         path, reason = problem or ("$", f"Expected a valid `{self.event.__name__}`")
         raise ValidationError(topic, path, reason)
@@ -363,7 +365,7 @@ class TypedPublisher:
         if topic.deprecated is not None:
             _warn_deprecated(topic, depth=2)  # _publish, then the generated method
         try:
-            concrete = topic.topic(params)
+            concrete = topic.template if params is None else topic.topic(params)
             data = topic.encode(event, concrete)
             compact = topic.encode_compact(event, concrete) if self._compact else None
         except ValidationError:
