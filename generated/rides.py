@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _datetime
 import decimal as _decimal
-import enum as _enum
 import typing as _typing
 import uuid as _uuid
 
@@ -52,7 +51,7 @@ __all__ = [
 SCHEMA_VERSION: _typing.Final = "1.1.0"
 
 
-class RideState(_enum.Enum):
+class RideState(_typed.OpenEnum):
     """Where a ride is in its lifecycle."""
 
     REQUESTED = "requested"
@@ -63,7 +62,7 @@ class RideState(_enum.Enum):
     CANCELLED = "cancelled"
 
 
-class VehicleClass(_enum.Enum):
+class VehicleClass(_typed.OpenEnum):
     """The kind of car a passenger asked for."""
 
     ECONOMY = "economy"

@@ -506,8 +506,6 @@ def lower(schema: s.Schema) -> ModuleIR:
 
     code = [line for r in (*record_irs, *params_irs) for f in r.fields for line in f.lines]
     stdlib = {"import typing as _typing", *_imports(code)}
-    if enum_irs:
-        stdlib.add("import enum as _enum")
 
     publisher, subscriber, received = (
         _names.publisher_class(schema.package),

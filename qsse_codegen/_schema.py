@@ -19,6 +19,8 @@ import decimal
 import difflib
 import keyword
 import math
+import os
+import pathlib
 import re
 import tomllib
 import uuid
@@ -485,8 +487,23 @@ def parse_schema(source: str, path: str) -> Schema:
     return _check(document, _Checker(path, source))
 
 
+def display_path(path: str) -> str:
+    """``path`` as messages and generated headers name it: normalised (``./shop.toml`` and
+    ``shop.toml`` are one file), with ``/`` separators, and relative when it lies under the
+    current directory, so output does not depend on how the path was spelled."""
+    normal = os.path.normpath(path)
+    if os.path.isabs(normal):
+        try:
+            relative = os.path.relpath(normal)
+        except ValueError:  # another drive, on Windows
+            relative = normal
+        if not relative.startswith(".."):
+            normal = relative
+    return pathlib.PurePath(normal).as_posix()
+
+
 def load_schema(path: str) -> Schema:
-    """Read and check the schema file at ``path`` (relative paths are kept as given).
+    """Read and check the schema file at ``path``, named as :func:`display_path` says.
 
     :raises SchemaError: when the file cannot be read or the schema has problems.
     """
@@ -499,7 +516,7 @@ def load_schema(path: str) -> Schema:
         ) from None
     except UnicodeDecodeError as exc:
         raise SchemaError([Problem(path, None, "", f"schema is not UTF-8: {exc.reason}")]) from None
-    return parse_schema(source, path)
+    return parse_schema(source, display_path(path))
 
 
 def _check(document: dict[str, Any], c: _Checker) -> Schema:

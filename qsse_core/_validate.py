@@ -170,7 +170,12 @@ class _Compiler:
         if isinstance(info, mi.DecimalType):
             return f"type({var}) is _Decimal and {var}.is_finite()"
         if isinstance(info, mi.EnumType):
-            return f"type({var}) is {self.constant(info.cls, 'E')}"
+            # Only declared members: an unknown one (see OpenEnum) is received, never sent.
+            values = frozenset(m.value for m in info.cls)
+            return (
+                f"type({var}) is {self.constant(info.cls, 'E')} "
+                f"and {var}._value_ in {self.constant(values, 'V')}"
+            )
         raise TypeError(f"unsupported type {info!r}")
 
 
@@ -355,6 +360,14 @@ def _walk(info: mi.Type, value: object, path: str) -> None:
     if isinstance(info, mi.EnumType):
         if type(value) is not info.cls:
             raise _Problem(path, f"Expected `{info.cls.__name__}`, got `{_scalar(value)}`")
+        assert isinstance(value, enum.Enum)
+        if value.value not in {m.value for m in info.cls}:
+            declared = ", ".join(repr(m.value) for m in info.cls)
+            raise _Problem(
+                path,
+                f"Expected a declared `{info.cls.__name__}` ({declared}), got the unknown "
+                f"value {value.value!r}",
+            )
         return
     _scalar_check(info, value, path)
 

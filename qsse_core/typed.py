@@ -12,6 +12,7 @@ from a publisher that added optional fields (see ``docs/schema.md``, "Evolving a
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import re
 import warnings
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EventSink",
     "Handler",
+    "OpenEnum",
     "ParamsHandler",
     "R",
     "Received",
@@ -81,6 +83,42 @@ def _split_reason(error: msgspec.ValidationError, root: str) -> tuple[str, str]:
     if found is None:
         return root, str(error)
     return root + found.group("path")[1:], found.group("reason")
+
+
+class OpenEnum(enum.Enum):
+    """Base of generated enums: a value the schema does not declare (yet) is kept.
+
+    A subscriber generated from an older schema receives a value added later as an *unknown
+    member*: an instance of the enum whose ``value`` is the wire string, which is not any
+    declared member (``known`` is false) and compares equal only to the same unknown value.
+    The event is delivered instead of dropped; give ``match`` a default ``case _:``.
+    Publishers refuse unknown members: a schema's publishers send only what it declares.
+
+    Constructing one by value works the same way: ``RideState("scheduled")`` is an unknown
+    member rather than a ``ValueError``; check ``known`` where a value comes from outside.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, str):
+            return None
+        member = object.__new__(cls)
+        member._name_ = "_UNKNOWN"
+        member._value_ = value
+        return member
+
+    @property
+    def known(self) -> bool:
+        """Whether this is a member the schema declares."""
+        return type(self)._value2member_map_.get(self._value_) is self
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            return bool(self._value_ == other._value_)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._value_)
 
 
 class _Metrics(Protocol):

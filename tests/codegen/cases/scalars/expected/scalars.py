@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _datetime
 import decimal as _decimal
-import enum as _enum
 import typing as _typing
 import uuid as _uuid
 
@@ -34,7 +33,7 @@ __all__ = [
 SCHEMA_VERSION: _typing.Final = "0.1.0"
 
 
-class Level(_enum.Enum):
+class Level(_typed.OpenEnum):
     """How loud."""
 
     LOW = "low"
