@@ -9,6 +9,7 @@ written then, not even the outputs of the good schemas). ``qsse-gen breaking OLD
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from ._asyncapi import document
 from ._breaking import VersionError, compare, load_version
 from ._ir import lower
 from ._render import output_name, render
@@ -203,6 +205,36 @@ def breaking(
         raise typer.Exit(code=EXIT_STALE)
     if not changes:
         typer.echo(f"no changes from {old} to {new}")
+
+
+@app.command(
+    help="Write the AsyncAPI 3.0 document of SCHEMA (JSON): a channel per topic with its "
+    "parameters, a message per event with its JSON Schema payload, and the docs."
+)
+def asyncapi(
+    schema: Annotated[str, typer.Argument(help="A schema file (TOML).", metavar="SCHEMA")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="File to write; standard output if left out.", metavar="FILE"
+        ),
+    ] = None,
+) -> None:
+    try:
+        checked = load_schema(schema)
+    except SchemaError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=EXIT_BAD_SCHEMA) from None
+    text = json.dumps(document(checked), indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        typer.echo(f"cannot write {out.as_posix()}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(code=EXIT_BAD_SCHEMA) from None
+    typer.echo(f"wrote {out.as_posix()}")
 
 
 def main() -> None:
