@@ -472,6 +472,42 @@ def _globs_overlap(a: str, b: str) -> bool:
     return go(0, 0)
 
 
+def _overlap_example(a: str, b: str) -> str | None:
+    """A topic matching both patterns, stars standing for ``x`` or for the other side's
+    characters (``ride.*.status``, ``ride.*.*.status`` → ``ride.x.x.status``); None if there
+    is none without empty segments."""
+
+    @cache
+    def go(i: int, j: int) -> str | None:
+        if i == len(a) and j == len(b):
+            return ""
+        star_a = i < len(a) and a[i] == "*"
+        star_b = j < len(b) and b[j] == "*"
+        options: list[tuple[str, int, int]] = []
+        if star_a and star_b:
+            options += [("x", i + 1, j + 1), ("x", i, j + 1), ("x", i + 1, j)]
+        if star_a:
+            options.append(("", i + 1, j))
+            if j < len(b) and not star_b:
+                options.append((b[j], i, j + 1))
+        if star_b:
+            options.append(("", i, j + 1))
+            if i < len(a) and not star_a:
+                options.append((a[i], i + 1, j))
+        if i < len(a) and j < len(b) and a[i] == b[j] and not star_a:
+            options.append((a[i], i + 1, j + 1))
+        for text, ni, nj in options:
+            rest = go(ni, nj)
+            if rest is not None and ".." not in text + rest:
+                return text + rest
+        return None
+
+    found = go(0, 0)
+    if found is None or found.startswith(".") or found.endswith(".") or ".." in found:
+        return None
+    return found
+
+
 def parse_schema(source: str, path: str) -> Schema:
     """Check a schema given as TOML text; ``path`` only names it in messages and output.
 
@@ -1147,11 +1183,13 @@ def _check_collisions(c: _Checker, topics: Sequence[Topic]) -> None:
     for topic in topics:
         for earlier in seen:
             if _globs_overlap(_glob(topic.wire), _glob(earlier.wire)):
+                example = _overlap_example(_glob(topic.wire), _glob(earlier.wire))
+                such = f" (such as {example!r})" if example else ""
                 c.report(
                     ("topics", topic.name, "topic"),
                     f"topic {topic.wire!r} collides with {earlier.wire!r} of "
-                    f"topics.{earlier.name}: a concrete topic would match both, so subscribers "
-                    "could not tell their events apart",
+                    f"topics.{earlier.name}: a concrete topic{such} would match both, so "
+                    "subscribers could not tell their events apart",
                 )
                 break
         seen.append(topic)

@@ -199,9 +199,20 @@ def test_base_schema_is_valid() -> None:
             BASE
             + '\n[topics.order_any]\ntopic = "order.{kind}"\nevent = "Order"\ndoc = "x"\nparams.kind = { type = "str", doc = "k" }\n',
             [
-                "shop.toml:16: topics.order_any.topic: topic 'order.{kind}' collides with 'order.placed' of topics.order_placed: a concrete topic would match both, so subscribers could not tell their events apart",
+                "shop.toml:16: topics.order_any.topic: topic 'order.{kind}' collides with 'order.placed' of topics.order_placed: a concrete topic (such as 'order.placed') would match both, so subscribers could not tell their events apart",
             ],
             id="colliding",
+        ),
+        pytest.param(
+            BASE.replace(
+                'topic = "order.placed"',
+                'topic = "order.{id}.placed"\nparams.id = { type = "int", doc = "i" }',
+            )
+            + '\n[topics.order_in_city]\ntopic = "order.{city}.{id}.placed"\nevent = "Order"\ndoc = "x"\nparams.city = { type = "str", doc = "c" }\nparams.id = { type = "int", doc = "i" }\n',
+            [
+                "shop.toml:17: topics.order_in_city.topic: topic 'order.{city}.{id}.placed' collides with 'order.{id}.placed' of topics.order_placed: a concrete topic (such as 'order.x.x.placed') would match both, so subscribers could not tell their events apart",
+            ],
+            id="colliding_because_star_matches_dots",
         ),
         pytest.param(
             BASE.replace('version = "1"', "version = 1.2.3"),
