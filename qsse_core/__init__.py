@@ -18,7 +18,7 @@ from ._hooks import Authenticator, Authorizer
 from ._metrics import Metrics
 from ._quic import BACKEND as QUIC_BACKEND
 from ._state import ConnectionState, Gap, Message, StateChange
-from ._topics import topic_matches
+from ._topics import is_pattern, topic_matches
 from .asyncio import Client, ErrorHandler, GapHandler, MessageHandler, Server, StateHandler
 
 __version__ = "0.1.0"
@@ -55,5 +55,6 @@ __all__ = [
     "StoredEvent",
     "SubscribeStatus",
     "ValidationError",
+    "is_pattern",
     "topic_matches",
 ]
