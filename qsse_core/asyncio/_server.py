@@ -745,15 +745,17 @@ class Server:
             raise LocalProtocolError("publish() on a server that is not running")
         # Everything is checked before the history keeps anything: an event stored but not
         # encodable would break every later resume of its topic.
-        data = _payload("data", data)
+        if data.__class__ is not bytes:
+            data = _payload("data", data)
+        if not (isinstance(content_type, int) and 0 <= content_type < _VARINT_LIMIT):
+            _check_content_type(content_type)
         if compact is None:
             v2_type, v2_data = content_type, data
         else:
             v2_type, v2_data = compact
             v2_data = _payload("compact", v2_data)
             _check_content_type(v2_type)
-        _check_content_type(content_type)
-        if not isinstance(topic, str):
+        if topic.__class__ is not str:
             raise TypeError(f"topic must be a str, got {type(topic).__name__}")
         try:
             targets = self._table.publish_targets(topic)
@@ -793,21 +795,30 @@ class Server:
                         if v2_item is None:
                             frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
                             v2_item, v2_size = (frame, event_id, label), len(frame)
-                        item, size = v2_item, v2_size
+                        if gated and (
+                            outbox.held is not None
+                            or sub.session.authorized.get(concrete) is not True
+                        ):
+                            if not self._gate(sub.session, outbox, concrete, v2_item):
+                                count -= 1
+                                continue
+                        else:
+                            outbox.frames.append(v2_item)
+                            outbox.size += v2_size
                     else:
                         if v1_item is None:
                             frame = encode_event(concrete, data)
                             v1_item, v1_size = (frame, event_id, label), len(frame)
-                        item, size = v1_item, v1_size
-                    if gated and (
-                        outbox.held is not None or sub.session.authorized.get(concrete) is not True
-                    ):
-                        if not self._gate(sub.session, outbox, concrete, item):
-                            count -= 1
-                            continue
-                    else:
-                        outbox.frames.append(item)
-                        outbox.size += size
+                        if gated and (
+                            outbox.held is not None
+                            or sub.session.authorized.get(concrete) is not True
+                        ):
+                            if not self._gate(sub.session, outbox, concrete, v1_item):
+                                count -= 1
+                                continue
+                        else:
+                            outbox.frames.append(v1_item)
+                            outbox.size += v1_size
                     dirty.add(outbox)
             self.metrics.delivered_child(label).inc(count)
             queued += count
