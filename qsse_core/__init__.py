@@ -13,7 +13,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._framing2 import ContentType, SubscribeStatus
-from ._history import HistoryPolicy, HistoryStore, MemoryHistory, StoredEvent
+from ._history import EPOCH_MAX, HistoryPolicy, HistoryStore, MemoryHistory, StoredEvent, new_epoch
 from ._hooks import Authenticator, Authorizer
 from ._metrics import Metrics
 from ._quic import BACKEND as QUIC_BACKEND
@@ -32,6 +32,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionState",
     "ContentType",
+    "EPOCH_MAX",
     "ErrorCode",
     "ErrorHandler",
     "Gap",
@@ -56,5 +57,6 @@ __all__ = [
     "SubscribeStatus",
     "ValidationError",
     "is_pattern",
+    "new_epoch",
     "topic_matches",
 ]

@@ -654,7 +654,7 @@ class Server:
             return
         self._unsubscribe(sub)
         outbox = sub.outbox
-        outbox.held = None  # the subscriber left: what awaited the authorizer is not owed
+        outbox.held, outbox.held_size = None, 0  # the subscriber left: held events are not owed
         tail = self._take(outbox, None)
         self._dirty.discard(outbox)
         session.blocked.discard(outbox)
@@ -949,7 +949,7 @@ class Server:
             f"{outbox.held_size} bytes held waiting for the authorizer's answer on topic "
             f"{concrete!r}, limit {bound}"
         )
-        outbox.held = None
+        outbox.held, outbox.held_size = None, 0
         self._refuse(session, ErrorCode.SLOW_CONSUMER, reason)
 
     def _flush(self) -> None:
