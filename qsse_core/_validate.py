@@ -18,6 +18,7 @@ once the predicate has refused. Tests check the two agree with a decode-based re
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import decimal
 import enum
@@ -61,7 +62,8 @@ class _Compiler:
             "_INF": _INF,
         }
         self.functions: dict[type, str] = {}
-        self.sources: list[str] = []
+        #: (name, body lines) of each function, the root last.
+        self.sources: list[tuple[str, list[str]]] = []
         self.counter = 0
 
     def constant(self, value: object, prefix: str) -> str:
@@ -75,15 +77,46 @@ class _Compiler:
         if name is not None:
             return name
         name = self.functions[info.cls] = f"check_{len(self.functions)}"
-        cls = self.constant(info.cls, "T")
-        lines = [f"def {name}(v):", f"    if type(v) is not {cls}: return False"]
-        for field in info.fields:
-            variable = "x"
-            lines.append(f"    {variable} = v.{field.name}")
-            lines.extend(self.statements(field.type, variable, 1, (info.cls,)))
-        lines.append("    return True")
-        self.sources.append("\n".join(lines))
+        body = [*self.record(info, "v", 1, (info.cls,)), "    return True"]
+        self.sources.append((name, body))
         return name
+
+    def record(
+        self, info: mi.StructType, var: str, depth: int, stack: tuple[type, ...]
+    ) -> list[str]:
+        """Statements checking the record in ``var``: its class, then one combined
+        condition over its scalar fields (fewer jumps), then its containers and records."""
+        pad = "    " * depth
+        conditions = [f"type({var}) is {self.constant(info.cls, 'T')}"]
+        loads: list[str] = []
+        nested: list[str] = []
+        for field in info.fields:
+            inner = f"{var}_{field.name}"
+            condition = self.simple(field.type, inner)
+            if condition is not None:
+                # The first use of the field loads it, once the record's type is known.
+                first = condition.index(inner)
+                condition = (
+                    f"{condition[:first]}({inner} := {var}.{field.name})"
+                    f"{condition[first + len(inner) :]}"
+                )
+                conditions.append(f"({condition})")
+            else:
+                loads.append(f"{pad}{inner} = {var}.{field.name}")
+                nested.extend(self.statements(field.type, inner, depth, (*stack, info.cls)))
+        return [f"{pad}if not ({' and '.join(conditions)}): return False", *loads, *nested]
+
+    def simple(self, info: mi.Type, var: str) -> str | None:
+        """The condition for a scalar or enum, optional or not; None for anything else."""
+        if isinstance(info, mi.UnionType):
+            others = [t for t in info.types if not isinstance(t, mi.NoneType)]
+            if len(others) == 1 and len(others) < len(info.types):
+                inner = self.simple(others[0], var)
+                return None if inner is None else f"{var} is None or {inner}"
+            return None
+        if isinstance(info, mi.StructType | mi.ListType | mi.DictType):
+            return None
+        return self.condition(info, var)
 
     def statements(self, info: mi.Type, var: str, depth: int, stack: tuple[type, ...]) -> list[str]:
         pad = "    " * depth
@@ -96,13 +129,7 @@ class _Compiler:
         if isinstance(info, mi.StructType):
             if info.cls in stack or depth > 6:
                 return [f"{pad}if not {self.function(info)}({var}): return False"]
-            cls = self.constant(info.cls, "T")
-            lines = [f"{pad}if type({var}) is not {cls}: return False"]
-            for field in info.fields:
-                inner_var = f"{var}_{field.name}"
-                lines.append(f"{pad}{inner_var} = {var}.{field.name}")
-                lines.extend(self.statements(field.type, inner_var, depth, (*stack, info.cls)))
-            return lines
+            return self.record(info, var, depth, stack)
         if isinstance(info, mi.ListType):
             item = f"i{depth}"
             return [
@@ -220,29 +247,44 @@ def compile_encode(
     return fused
 
 
+#: Builtins the generated code uses, bound as keyword-only defaults: fast locals, not globals.
+_BUILTINS = ("type", "int", "float", "str", "bool", "bytes", "list", "dict", "len")
+
+
 def _build(cls: type[msgspec.Struct], fuse: tuple[Any, Any, Any] | None) -> Any:
     compiler = _Compiler()
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
     root = compiler.function(info)
-    namespace = dict(compiler.names)
-    sources = list(compiler.sources)
+    namespace: dict[str, Any] = dict(compiler.names)
+    names = [*compiler.names, *_BUILTINS]
+    functions = list(compiler.sources)
     if fuse is not None:
         # The root function was written last; its copy fails and succeeds differently.
         namespace["_encode"], namespace["_refuse"], namespace["_failed"] = fuse
-        body = sources[-1].split("\n")[1:-1]
-        lines = [
-            "def encode_event(v, topic):",
-            *(line.replace(": return False", ": return _refuse(v, topic)") for line in body),
+        names += ["_encode", "_refuse", "_failed"]
+        body = [
+            line.replace(": return False", ": return _refuse(v, topic)")
+            for line in functions[-1][1][:-1]
+        ]
+        body += [
             "    try:",
             "        return _encode(v)",
             "    except Exception as exc:",
             "        return _failed(topic, exc)",
         ]
-        sources.append("\n".join(lines))
+        functions.append(("encode_event", body))
         root = "encode_event"
-    exec("\n\n".join(sources), namespace)
-    return namespace[root]
+    # Every name is a parameter of one factory, so the checks read them as closure cells,
+    # as fast as locals, with nothing to fill in per call.
+    lines = [f"def _factory({', '.join(names)}):"]
+    for name, body in functions:
+        args = "v, topic" if name == "encode_event" else "v"
+        lines += [f"    def {name}({args}):", *(f"    {line}" for line in body)]
+    lines.append(f"    return {root}")
+    exec("\n".join(lines), namespace)
+    values = {**namespace, **{b: getattr(builtins, b) for b in _BUILTINS}}
+    return namespace["_factory"](*(values[n] for n in names))
 
 
 def has_datetime(cls: type[msgspec.Struct]) -> bool:
