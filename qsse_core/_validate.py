@@ -263,11 +263,16 @@ def _build(cls: type[msgspec.Struct], fuse: tuple[Any, Any, Any] | None) -> Any:
         # The root function was written last; its copy fails and succeeds differently.
         namespace["_encode"], namespace["_refuse"], namespace["_failed"] = fuse
         names += ["_encode", "_refuse", "_failed"]
-        body = [
-            line.replace(": return False", ": return _refuse(v, topic)")
+        # A record made to contain itself (force_setattr) recurses without end: refuse it.
+        checks = [
+            "    " + line.replace(": return False", ": return _refuse(v, topic)")
             for line in functions[-1][1][:-1]
         ]
-        body += [
+        body = [
+            "    try:",
+            *checks,
+            "    except RecursionError as exc:",
+            "        return _failed(topic, exc)",
             "    try:",
             "        return _encode(v)",
             "    except Exception as exc:",

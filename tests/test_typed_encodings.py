@@ -421,3 +421,14 @@ def test_json_and_msgpack_accept_the_same_events_and_decode_them_equal(
             assert _same(event, topic.decode(packed[1], ContentType.MSGPACK))
         outcomes.append(("sent",))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("publisher", publishers(), ids=["json", "msgpack"])
+def test_a_record_made_to_contain_itself_is_refused_not_crashed(
+    publisher: rides.RidesPublisher,
+) -> None:
+    adjustment = rides.Adjustment(amount=fare(Decimal(1)), reason="loop")
+    msgspec.structs.force_setattr(adjustment, "superseded_by", adjustment)
+    topic, path, reason = refused(lambda: publisher.ride_receipt(receipt(adjustment=adjustment)))
+    assert (topic, path) == ("billing.receipt", "$")
+    assert reason.startswith("Cannot encode event: maximum recursion depth exceeded")
