@@ -511,7 +511,9 @@ def _scalar_check(info: mi.Type, value: object, path: str) -> None:
 
 
 def _int64(value: int, kind: str) -> str:
+    # Past 4300 digits Python refuses to print an int at all; say how big it is instead.
+    shown = f"{value}" if value.bit_length() <= 256 else f"an integer of {value.bit_length()} bits"
     return (
         f"Expected `{kind}` within int64 ({INT64_MIN} to {INT64_MAX}), what every peer can "
-        f"read, got `{value}`"
+        f"read, got `{shown}`"
     )

@@ -432,3 +432,15 @@ def test_a_record_made_to_contain_itself_is_refused_not_crashed(
     topic, path, reason = refused(lambda: publisher.ride_receipt(receipt(adjustment=adjustment)))
     assert (topic, path) == ("billing.receipt", "$")
     assert reason.startswith("Cannot encode event: maximum recursion depth exceeded")
+
+
+@pytest.mark.parametrize("publisher", publishers(), ids=["json", "msgpack"])
+def test_an_integer_too_long_to_print_is_refused_cleanly(publisher: rides.RidesPublisher) -> None:
+    huge = 10**5000  # str() of it raises ValueError: past Python's 4300-digit limit
+    assert refused(lambda: publisher.passenger_cancel(cancel(ride_id=huge)))[1:] == (
+        "$.ride_id",
+        f"Expected `int` within int64 ({INT64_MIN} to {INT64_MAX}), what every peer can read, "
+        f"got `an integer of {huge.bit_length()} bits`",
+    )
+    status = rides.RideStatus(state=rides.RideState.REQUESTED, changed_at=NOW)
+    assert refused(lambda: publisher.ride_status(status, ride_id=huge))[1] == "{ride_id}"
