@@ -25,6 +25,12 @@ async def check(server: Server, client: Client, event: rides.RideStatus) -> None
     reveal_type(event.eta_seconds)
     # R: generated.rides.RideState
     reveal_type(event.state)
+    # R: bool
+    reveal_type(event.state.known)
+    # R: def (generated.rides.RideStatus, str) -> bytes
+    reveal_type(rides.RIDE_STATUS.encode)
+    # R: qsse_core.typed.EventSink
+    reveal_type(publisher.server)
 
     subscriber = rides.RidesSubscriber(client)
 
