@@ -28,7 +28,7 @@ from .._quic import (
     QuicConfiguration,
     QuicConnection,
     QuicEvent,
-    skip_verification,
+    client_backend,
 )
 from .._state import ConnectionState, Gap, Message, StateChange
 from .._topics import topic_matches, validate_pattern
@@ -405,14 +405,15 @@ class Client:
         self._finish()
 
     def _configuration(self) -> QuicConfiguration:
-        config = QuicConfiguration(
+        backend = client_backend()
+        config = backend.configuration(
             is_client=True,
             alpn_protocols=list(self.protocols),
             server_name=self.server_name,
             idle_timeout=self.idle_timeout,
         )
         if self.insecure:
-            skip_verification(config)
+            backend.skip_verification(config)
         elif self.cafile is not None:
             try:
                 config.load_verify_locations(self.cafile)
@@ -427,7 +428,8 @@ class Client:
         except OSError as exc:
             raise ConnectError(f"cannot resolve {self.host!r}: {exc}") from exc
         family, _, _, _, addr = infos[0]
-        quic = QuicConnection(configuration=self._configuration())
+        config = self._configuration()
+        quic = client_backend().connection(config)
         lost: asyncio.Future[ConnectionClosed] = loop.create_future()
         failed: asyncio.Future[Exception] = loop.create_future()
 

@@ -36,12 +36,8 @@ from .._quic import (
     QuicConfiguration,
     QuicConnection,
     QuicEvent,
-    QuicServer,
-    peer_address,
     send_backlog,
-    serve,
-    set_certificate,
-    set_congestion_control,
+    server_backend,
 )
 from .._tls import self_signed
 from .._topics import TopicTable, is_pattern, topic_matches
@@ -54,7 +50,8 @@ from ..events import (
     SubscribeRequested,
     UnsubscribeRequested,
 )
-from ._protocol import QsseProtocol
+from ._endpoint import ServerEndpoint, listen
+from ._protocol import QsseProtocol, format_address
 
 __all__ = ["Server"]
 
@@ -68,6 +65,9 @@ _GAP_REASONS = (
     "the server's history started over",
     "the resume position was never issued by the server's history",
 )
+
+# A wildcard address listens everywhere but cannot be sent to: clients dial loopback.
+_DIALABLE = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 # Concrete topics whose authorization a connection remembers; past it the cache starts over
 # (concrete topics carry ids, so they are unbounded). About 40 bytes an entry: at most some
@@ -173,7 +173,8 @@ class Server:
     and Go qsse's protocol (ALPN ``PROTOCOL_QUIC``) on the same port.
 
     :param topics: the declared topics, exact or patterns (``*``, ``?``, ``[...]`` as in Go).
-    :param host: the address to listen on.
+    :param host: the address to listen on; a wildcard (``0.0.0.0``, ``::``) listens on every
+        interface, and :attr:`address` then names the loopback address of its family.
     :param port: the UDP port; 0 picks a free one, readable as :attr:`port` once started.
     :param authenticator: ``(token) -> bool``, sync or async; default accepts everyone.
     :param authorizer: ``(token, topic) -> bool``, sync or async; default allows every topic.
@@ -195,6 +196,10 @@ class Server:
     :param congestion_control: QUIC congestion control algorithm (aioquic: ``reno`` or
         ``cubic``); None keeps the QUIC library's default.
     :param protocols: the ALPN protocols offered, in order of preference.
+    :param quic_backend: the QUIC library, ``aioquic`` or ``qh3``; None takes
+        ``QSSE_QUIC_SERVER_BACKEND``, else ``QSSE_QUIC_BACKEND``, else aioquic, the one that
+        accepts every client (``docs/quic-backends.md``).
+    :raises ConfigurationError: on an unknown or uninstalled ``quic_backend``.
     """
 
     def __init__(
@@ -213,7 +218,11 @@ class Server:
         metrics_namespace: str = "qsse",
         congestion_control: str | None = None,
         protocols: Iterable[str] = (ALPN_QSSE2, ALPN_QSSE1),
+        quic_backend: str | None = None,
     ) -> None:
+        self._backend = server_backend(quic_backend)
+        #: the QUIC library serving: ``"aioquic"`` or ``"qh3"``.
+        self.quic_backend: str = self._backend.name
         try:
             self._table = TopicTable(topics)
         except ValueError as exc:
@@ -242,7 +251,7 @@ class Server:
         self._congestion_control = congestion_control
         self.certificate_pem: bytes | None = None
 
-        self._quic_server: QuicServer | None = None
+        self._endpoint: ServerEndpoint | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: set[_Session] = set()
         self._keepalive: asyncio.Task[None] | None = None
@@ -272,9 +281,13 @@ class Server:
 
     @property
     def address(self) -> str:
-        """``host:port`` (IPv6 hosts in brackets), ready for a client."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        """``host:port`` (IPv6 hosts in brackets), ready for a client to dial.
+
+        For a server on a wildcard address that is the loopback address of its family
+        (``127.0.0.1``, ``::1``): a wildcard is no address to send to.
+        """
+        host = _DIALABLE.get(self.host, self.host)
+        return format_address((host, self.port))
 
     @property
     def connection_count(self) -> int:
@@ -316,14 +329,14 @@ class Server:
         await self.close()
 
     def _configuration(self) -> QuicConfiguration:
-        config = QuicConfiguration(
+        config = self._backend.configuration(
             is_client=False,
             alpn_protocols=list(self.protocols),
             idle_timeout=self.limits.idle_timeout,
         )
         if self._congestion_control is not None:
             try:
-                set_congestion_control(config, self._congestion_control)
+                self._backend.set_congestion_control(config, self._congestion_control)
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
         if self._certfile is not None:
@@ -335,7 +348,7 @@ class Server:
                 ) from exc
         else:
             cert = self_signed(["localhost", self.host])
-            set_certificate(config, cert.chain_pem, cert.key_pem)
+            self._backend.set_certificate(config, cert.chain_pem, cert.key_pem)
             self.certificate_pem = cert.certificate_pem
             logger.warning(
                 "no certificate configured: using a self-signed in-memory certificate; "
@@ -345,30 +358,29 @@ class Server:
 
     async def start(self) -> None:
         """Start listening."""
-        if self._quic_server is not None:
+        if self._endpoint is not None:
             raise LocalProtocolError("the server is already started")
         self._loop = asyncio.get_running_loop()
         self._closing = False
         try:
-            self._quic_server = await serve(
+            self._endpoint = await listen(
                 self.host,
                 self._requested_port,
-                configuration=self._configuration(),
-                create_protocol=self._create_protocol,
+                self._backend,
+                self._configuration(),
+                self._create_protocol,
             )
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {self.host}:{self._requested_port}: {exc}"
             ) from exc
-        transport = self._quic_server._transport
-        assert transport is not None
-        self._port = transport.get_extra_info("sockname")[1]
+        self._port = self._endpoint.sockname[1]
         self._keepalive = asyncio.create_task(self._keepalive_loop())
-        logger.info("qsse server listening on %s", self.address)
+        logger.info("qsse server listening on %s (%s)", self.address, self.quic_backend)
 
     async def close(self) -> None:
         """Flush queued events, close every connection with GOING_AWAY, and stop listening."""
-        if self._quic_server is None:
+        if self._endpoint is None:
             return
         self._closing = True
         self._flush()
@@ -386,15 +398,15 @@ class Server:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self._quic_server.close()
-        self._quic_server = None
+        self._endpoint.close()
+        self._endpoint = None
         # Let the transport's close callback run before the caller rebinds the port.
         await asyncio.sleep(0)
 
     # -- connections -------------------------------------------------------------------------
 
-    def _create_protocol(self, quic: QuicConnection, **kwargs: Any) -> QsseProtocol:
-        protocol = QsseProtocol(quic, **kwargs)
+    def _create_protocol(self, quic: QuicConnection) -> QsseProtocol:
+        protocol = QsseProtocol(quic)
 
         def on_quic_event(event: QuicEvent) -> None:
             if isinstance(event, HandshakeCompleted) and protocol.qsse is None:
@@ -481,7 +493,7 @@ class Server:
 
     @staticmethod
     def _peer(session: _Session) -> str:
-        return peer_address(session.protocol.quic)
+        return session.protocol.peer
 
     async def _work(self, session: _Session) -> None:
         try:
