@@ -578,6 +578,12 @@ class Server:
         assert isinstance(conn, Qsse2ServerConnection)
         if not session.welcomed:
             return  # the HELLO was refused and the connection is closing
+        if request.last_id is not None and not 0 <= request.last_id < _VARINT_LIMIT:
+            # Event ids are QUIC varints (an EVENT carries one): this position cannot be one,
+            # and the gap it would start (last_id + 1) might not even be writable.
+            reason = f"SUBSCRIBE last_id {request.last_id} is not an event id (0 to 2**62 - 1)"
+            self._refuse(session, ErrorCode.MALFORMED_FRAME, reason)
+            return
         topic = request.topic
         label = self._table.admit(topic)
         status, reason = SubscribeStatus.OK, ""
