@@ -74,8 +74,9 @@ _DIALABLE = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 # 40 KiB per connection, asked afresh rather than held without bound.
 _AUTHORIZED_TOPICS = 1024
 
-# An event waiting for the authorizer: ((frame, event id, declared label), concrete topic).
-_Held = tuple[tuple[bytes, int, str], str]
+# An event waiting for the authorizer: ((frame, event id, declared label), concrete topic),
+# the topic None for an event that needs no answer but must stay behind those before it.
+_Held = tuple[tuple[bytes, int, str], str | None]
 
 _Request = HelloReceived | OfferReceived | SubscribeRequested | UnsubscribeRequested
 
@@ -657,8 +658,9 @@ class Server:
         for event in heapq.merge(*streams, key=lambda e: e.id):
             frame = encode_event_frame(event.id, event.content_type, event.topic, event.data)
             item = (frame, event.id, label)
-            if gated and event.topic != topic:
-                self._gate(session, outbox, event.topic, item)
+            asked = event.topic if gated and event.topic != topic else None
+            if asked is not None or outbox.held is not None:
+                self._gate(session, outbox, asked, item)
             else:
                 outbox.frames.append(item)
                 outbox.size += len(frame)
@@ -818,11 +820,12 @@ class Server:
                         if v2_item is None:
                             frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
                             v2_item, v2_size = (frame, event_id, label), len(frame)
-                        if gated and (
-                            outbox.held is not None
-                            or sub.session.authorized.get(concrete) is not True
+                        if outbox.held is not None or (
+                            gated and sub.session.authorized.get(concrete) is not True
                         ):
-                            if not self._gate(sub.session, outbox, concrete, v2_item):
+                            # Held events go first, even before one this route may see.
+                            asked = concrete if gated else None
+                            if not self._gate(sub.session, outbox, asked, v2_item):
                                 count -= 1
                                 continue
                         else:
@@ -832,11 +835,12 @@ class Server:
                         if v1_item is None:
                             frame = encode_event(concrete, data)
                             v1_item, v1_size = (frame, event_id, label), len(frame)
-                        if gated and (
-                            outbox.held is not None
-                            or sub.session.authorized.get(concrete) is not True
+                        if outbox.held is not None or (
+                            gated and sub.session.authorized.get(concrete) is not True
                         ):
-                            if not self._gate(sub.session, outbox, concrete, v1_item):
+                            # Held events go first, even before one this route may see.
+                            asked = concrete if gated else None
+                            if not self._gate(sub.session, outbox, asked, v1_item):
                                 count -= 1
                                 continue
                         else:
@@ -874,11 +878,20 @@ class Server:
     # -- authorization of concrete topics under pattern subscriptions -------------------------
 
     def _gate(
-        self, session: _Session, outbox: _Outbox, concrete: str, item: tuple[bytes, int, str]
+        self,
+        session: _Session,
+        outbox: _Outbox,
+        concrete: str | None,
+        item: tuple[bytes, int, str],
     ) -> bool:
         """Queue ``item`` of ``concrete`` on ``outbox`` if the authorizer allows it, or hold it
-        (and what follows) while an async authorizer answers; False when refused."""
+        (and what follows) while an async authorizer answers; False when refused. With
+        ``concrete`` None the item needs no answer, only its place behind held ones."""
         if outbox.held is None:
+            if concrete is None:
+                outbox.frames.append(item)
+                outbox.size += len(item[0])
+                return True
             allowed = self._allowed(session, concrete, item[2])
             if allowed is not None:
                 if allowed:
@@ -894,7 +907,8 @@ class Server:
         ):
             # Not here: publish is iterating the subscriptions a refusal would remove.
             assert self._loop is not None
-            self._loop.call_soon(self._held_overflow, outbox, concrete)
+            # Named by the topic whose answer holds everything up: the first one held.
+            self._loop.call_soon(self._held_overflow, outbox, outbox.held[0][1] or concrete)
         return True
 
     def _allowed(self, session: _Session, concrete: str, label: str) -> bool | None:
@@ -950,7 +964,7 @@ class Server:
         assert held is not None
         while held:
             item, concrete = held[0]
-            allowed = self._allowed(outbox.session, concrete, item[2])
+            allowed = True if concrete is None else self._allowed(outbox.session, concrete, item[2])
             if allowed is None:
                 return
             held.popleft()
@@ -961,7 +975,7 @@ class Server:
         outbox.held = None
         self._mark_dirty(outbox)
 
-    def _held_overflow(self, outbox: _Outbox, concrete: str) -> None:
+    def _held_overflow(self, outbox: _Outbox, concrete: str | None) -> None:
         session = outbox.session
         bound = self.limits.max_queued_bytes
         if session.closed or outbox.held is None or outbox.held_size <= bound:
