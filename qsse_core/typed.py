@@ -299,13 +299,18 @@ class Topic(Generic[P, E]):
     def decode(self, data: bytes, content_type: int | None = None) -> E:
         """Decode a payload of this topic: JSON, or MessagePack when ``content_type`` says so.
 
-        :raises ValueError: naming what was expected and where, when ``data`` does not fit.
+        :raises ValueError: naming what was expected and where, when ``data`` does not fit
+            (nested too deeply for Python's recursion limit included).
         """
         decoder = self._msgpack_decoder if content_type == ContentType.MSGPACK else self._decoder
         try:
             return decoder.decode(data)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise ValueError(str(exc)) from None
+        except RecursionError:
+            # msgspec recurses once per level of a self-referencing record: a payload nested
+            # past Python's limit (a few hundred KiB of "[{" suffice) is refused, not raised.
+            raise ValueError("payload nested too deeply to decode") from None
 
 
 @final

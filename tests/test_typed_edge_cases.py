@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from generated import rides
-from qsse_core import Client, ContentType, ReconnectPolicy, ValidationError
+from qsse_core import Client, ContentType, ErrorCode, ReconnectPolicy, ValidationError
 
 from .codegen._load import load_source
 from .helpers import eventually
@@ -215,3 +215,65 @@ async def test_over_quic_a_subscriber_receives_exactly_what_publishing_accepted(
     assert got == sent
     assert errors == []
     await asyncio.sleep(0)
+
+
+NODES = """
+[schema]
+package = "deep_nodes"
+version = "1"
+doc = "A record that refers to itself."
+
+[records.Node]
+doc = "A node of a chain."
+fields.name = { type = "str", doc = "Name." }
+fields.next = { type = "Node", optional = true, doc = "The next node." }
+
+[topics.chain]
+topic = "chain"
+event = "Node"
+doc = "Chains."
+"""
+nodes: Any = load_source(NODES, "deep_nodes")
+
+
+def _deep_chain(depth: int) -> bytes:
+    """Valid JSON of the schema, nested ``depth`` times: past Python's recursion limit."""
+    return b'{"name":"n","next":' * depth + b"null" + b"}" * depth
+
+
+@pytest.mark.parametrize("how", ["handler", "iteration"])
+async def test_a_payload_nested_too_deeply_is_an_invalid_payload_and_receiving_goes_on(
+    how: str,
+) -> None:
+    """A peer publishing raw bytes on a typed topic (another service, a Go publisher) sends
+    a chain nested 20,000 deep: the subscriber reports it and receives the next event;
+    before, RecursionError escaped the handler (reported nowhere) or ended the iteration."""
+    got: list[Any] = []
+    errors: list[tuple[int, dict[str, Any]]] = []
+    async with nodes.DeepNodesPublisher.create_server(host="127.0.0.1", port=0) as server:
+        client = Client(
+            server.address, ["chain"], insecure=True, reconnect=ReconnectPolicy(retry=False)
+        )
+        client.on_error(lambda code, data: errors.append((code, dict(data))))
+        subscriber = nodes.DeepNodesSubscriber(client)
+        if how == "handler":
+            subscriber.on_chain(got.append)
+        async with client:
+            await server.wait_subscribed("chain", timeout=10)
+            deep = _deep_chain(20_000)
+            server.publish("chain", deep)
+            after = nodes.CHAIN.decode(_deep_chain(3))
+            nodes.DeepNodesPublisher(server).chain(after)
+            if how == "iteration":
+
+                async def first() -> None:
+                    async for received in subscriber:
+                        got.append(received.event)
+                        return
+
+                await asyncio.wait_for(first(), 10)
+            await eventually(lambda: len(got) == 1 and len(errors) == 1)
+    assert got == [after]
+    ((code, data),) = errors
+    assert code == ErrorCode.INVALID_PAYLOAD
+    assert data == {"topic": "chain", "data": deep, "reason": "payload nested too deeply to decode"}
