@@ -263,7 +263,8 @@ class Topic(Generic[P, E]):
     def parse(self, topic: str) -> P:
         """The parameters a concrete topic carries; the inverse of :meth:`topic`.
 
-        :raises ValueError: when ``topic`` is not an instance of this topic's template.
+        :raises ValueError: when ``topic`` is not an instance of this topic's template, as
+            :meth:`topic` writes it: ``ride.05.status`` and ``ride.5e2.status`` are not.
         """
         if self._params_type is None:
             if topic != self.template:
@@ -274,10 +275,22 @@ class Topic(Generic[P, E]):
             raise ValueError(f"Expected a topic of the form {self.template!r}, got {topic!r}")
         try:
             # strict=False parses the text of a segment as the parameter's type ("42" -> 42).
-            return msgspec.convert(found.groupdict(), self._params_type, strict=False)
+            params: P = msgspec.convert(found.groupdict(), self._params_type, strict=False)
         except msgspec.ValidationError as exc:
             path, reason = _split_reason(exc, "")
             raise ValueError(f"{reason} - at `{{{path.lstrip('.')}}}` of topic {topic!r}") from None
+        # Lax parsing also reads "5e2" and "-0" as ints and UUIDs without hyphens: only the
+        # form topic() writes is this topic, or one event would have two topics (and
+        # subscribers to "ride.500.status" would miss what "ride.5e2.status" carries).
+        assert self._check_params is not None
+        if not self._check_params(params):
+            path, reason = explain(self._params_type, params) or ("$", "invalid parameters")  # type: ignore[arg-type]
+            name = path.removeprefix("$").lstrip(".")
+            raise ValueError(f"{reason} - at `{{{name}}}` of topic {topic!r}")
+        canonical = self.template.format_map(_ParamValues(params))
+        if canonical != topic:
+            raise ValueError(f"Expected topic {canonical!r}, as publishers write it, got {topic!r}")
+        return params
 
     def encode_compact(self, event: E, topic: str) -> bytes:
         """MessagePack of an event :meth:`encode` accepted (call that first).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import zoneinfo
 from typing import Any
 
@@ -277,3 +278,53 @@ async def test_a_payload_nested_too_deeply_is_an_invalid_payload_and_receiving_g
     ((code, data),) = errors
     assert code == ErrorCode.INVALID_PAYLOAD
     assert data == {"topic": "chain", "data": deep, "reason": "payload nested too deeply to decode"}
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("ride.5e2.status", "Expected topic 'ride.500.status', as publishers write it"),
+        ("ride.-0.status", "Expected topic 'ride.0.status', as publishers write it"),
+        ("ride.9223372036854775808.status", "Expected `int` within int64"),
+    ],
+)
+def test_parse_reads_only_the_topics_publishers_write(topic: str, reason: str) -> None:
+    """Lax parsing read these as rides 500, 0 and one past int64: one event with two topics,
+    which subscribers to ride.500.status never saw."""
+    with pytest.raises(ValueError, match="^" + re.escape(reason)):
+        rides.RIDE_STATUS.parse(topic)
+    assert rides.RIDE_STATUS.parse("ride.-7.status") == rides.RideStatusParams(ride_id=-7)
+
+
+async def test_a_topic_publishers_would_not_write_is_an_invalid_payload() -> None:
+    got: list[tuple[int, rides.RideStatus]] = []
+    errors: list[tuple[int, dict[str, Any]]] = []
+    status = rides.RideStatus(
+        state=rides.RideState.ARRIVING, changed_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    )
+    async with rides.RidesPublisher.create_server(host="127.0.0.1", port=0) as server:
+        client = Client(
+            server.address, ["ride.*.status"], insecure=True, reconnect=ReconnectPolicy(retry=False)
+        )
+        client.on_error(lambda code, data: errors.append((code, dict(data))))
+        rides.RidesSubscriber(client).on_ride_status_with_params(
+            lambda params, event: got.append((params.ride_id, event))
+        )
+        async with client:
+            await server.wait_subscribed("ride.*.status", timeout=10)
+            raw = rides.RIDE_STATUS.encode(status, "ride.5e2.status")
+            server.publish("ride.5e2.status", raw)  # a peer formatting ids its own way
+            rides.RidesPublisher(server).ride_status(status, ride_id=500)
+            await eventually(lambda: len(got) == 1 and len(errors) == 1)
+    assert got == [(500, status)]
+    assert errors == [
+        (
+            ErrorCode.INVALID_PAYLOAD,
+            {
+                "topic": "ride.5e2.status",
+                "data": raw,
+                "reason": "Expected topic 'ride.500.status', as publishers write it, got "
+                "'ride.5e2.status'",
+            },
+        )
+    ]
