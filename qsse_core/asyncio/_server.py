@@ -552,6 +552,10 @@ class Server:
             label = self._table.admit(topic)
             if label is None:
                 errors.append((ErrorCode.TOPIC_NOT_AVAILABLE, {"topic": topic}))
+            elif len(admitted) >= self.limits.max_subscriptions:
+                # As on qsse/2: an offer repeating one topic 10,000 times would otherwise
+                # make each event on it 10,000 queue entries and writes for this connection.
+                errors.append((ErrorCode.TOO_MANY_SUBSCRIPTIONS, {"topic": topic}))
             elif await self._authorize(session, topic, label):
                 admitted.append((topic, label))
             else:
