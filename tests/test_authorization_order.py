@@ -2,8 +2,9 @@
 loopback: an event the subscription needs no answer for (its own topic, or a concrete topic
 subscribed to as such on the shared qsse/1 stream) waits behind them instead of overtaking.
 
-Overtaking broke qsse/2's id order within one subscription, and with it the client's resume
-position (the last id handed, now lower than one already handed: a duplicate on reconnect).
+Overtaking broke qsse/2's id order within one subscription: the client's resume position
+(the highest id handed) passed the held event, so a connection lost before it arrived
+resumed after it, and it was never seen: a silent gap.
 """
 
 import asyncio
