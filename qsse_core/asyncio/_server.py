@@ -40,7 +40,7 @@ from .._quic import (
     server_backend,
 )
 from .._tls import self_signed
-from .._topics import TopicTable, is_pattern, topic_matches
+from .._topics import TopicTable, is_pattern, pattern_matcher, topic_matches
 from ..events import (
     ConnectionClosed,
     HelloReceived,
@@ -258,7 +258,8 @@ class Server:
         self._keepalive: asyncio.Task[None] | None = None
         # Routing: subscription topic -> subscriptions (one entry per subscription).
         self._subs: dict[str, list[_Subscription]] = {}
-        self._wildcards: set[str] = set()
+        # Pattern subscription topics -> their matcher, compiled once per topic subscribed.
+        self._wildcards: dict[str, Callable[[str], bool]] = {}
         self._route_cache: dict[str, tuple[str, ...]] = {}
         # Writing: outboxes with queued frames, drained together once per loop iteration.
         self._dirty: set[_Outbox] = set()
@@ -703,7 +704,7 @@ class Server:
         if subs is None:
             subs = self._subs[topic] = []
             if is_pattern(topic):
-                self._wildcards.add(topic)
+                self._wildcards[topic] = pattern_matcher(topic)
             self._route_cache.clear()
         subs.append(sub)
         self.metrics.subscribers.labels(topic=label).inc()
@@ -714,7 +715,7 @@ class Server:
         subs.remove(sub)
         if not subs:
             del self._subs[sub.topic]
-            self._wildcards.discard(sub.topic)
+            self._wildcards.pop(sub.topic, None)
             self._route_cache.clear()
         self.metrics.subscribers.labels(topic=sub.label).dec()
 
@@ -872,7 +873,7 @@ class Server:
 
     def _routes(self, concrete: str) -> tuple[str, ...]:
         routes = [concrete] if concrete in self._subs else []
-        routes += [p for p in self._wildcards if p != concrete and topic_matches(p, concrete)]
+        routes += [p for p, match in self._wildcards.items() if p != concrete and match(concrete)]
         result = tuple(sorted(routes))
         if len(self._route_cache) >= 4096:
             self._route_cache.clear()
