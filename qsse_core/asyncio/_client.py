@@ -576,7 +576,12 @@ class Client:
                 waiter.set_result(SubscribeStatus(event.status))
         elif isinstance(event, GapReceived):
             topic = self._subscription_topics.get(event.subscription_id, "")
-            if event.last_id is not None and event.last_id > self._positions.get(topic, 0):
+            if event.last_id is None:
+                # The server cannot vouch for our position (another epoch, or an id it never
+                # issued): what follows is everything it holds, so the position starts over.
+                if topic in self._positions:
+                    self._positions[topic] = 0
+            elif event.last_id > self._positions.get(topic, 0):
                 self._positions[topic] = event.last_id
             self._gap(
                 Gap(event.topic, event.first_id, event.last_id, event.reason, subscription=topic)
