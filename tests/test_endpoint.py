@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from qsse_core import ConfigurationError, Limits, Server
+from qsse_core import ConfigurationError, Limits, ReconnectPolicy, Server
 from qsse_core._quic import client_backend, server_backend
 from qsse_core.asyncio._endpoint import parse_header
 
@@ -149,3 +149,20 @@ async def test_unknown_version_gets_a_version_negotiation_and_no_connection():
         version, _, dcid, scid = parse_header(reply, 8)
         assert version == 0 and dcid == b"SSSS" and scid == b"DDDDDDDD"
         assert server._endpoint is not None and server._endpoint.connection_count == 0
+
+
+async def test_clients_whose_sockets_die_notice_and_reconnect(protocol):
+    async with Server(["a"]) as server:
+        clients = [
+            client(server.address, ["a"], idle_timeout=2.0, reconnect=ReconnectPolicy(interval=0.1))
+            for _ in range(20)
+        ]
+        recorders = [Recorder(c) for c in clients]
+        await asyncio.gather(*(c.connect() for c in clients))
+        await server.wait_subscribed("a", 20)
+        for c in clients:
+            c._transport.close()  # the socket dies under a connected client
+        await eventually(lambda: all("lost" in r.states for r in recorders), timeout=20)
+        await eventually(lambda: all(r.states[-1] == "connected" for r in recorders), timeout=20)
+        await server.wait_subscribed("a", 20)
+        await asyncio.gather(*(c.close() for c in clients))

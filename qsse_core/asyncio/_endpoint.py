@@ -156,7 +156,7 @@ class ServerEndpoint(asyncio.DatagramProtocol):
             protocol.close()
         # The socket goes with the endpoint: no connection's timer may fire after it.
         for protocol in protocols:
-            protocol.connection_lost(None)
+            protocol.abort()
         self._protocols.clear()
         self._cids.clear()
         if self._transport is not None:
