@@ -20,6 +20,9 @@ from . import go_peer
 from .go_peer import GoPeer
 from .helpers import Recorder, client, eventually
 
+# The first test also builds the peer (about 20 s on two idle cores; quic-go from source).
+pytestmark = pytest.mark.timeout(300)
+
 #: quic-go's client leaves a topic quiet past the 30 s idle timeout only if someone pings.
 QUIET = 40.0
 
@@ -157,7 +160,7 @@ async def test_client_with_a_wrong_token_gives_up_on_a_go_server(qssepeer):
 # -- a topic quiet for 40 s, both ways at once -------------------------------------------------
 
 
-@pytest.mark.timeout(QUIET + 60)
+@pytest.mark.timeout(QUIET + 300)
 async def test_a_topic_quiet_for_40_s_keeps_both_directions_connected(qssepeer):
     """Go's idle timeout is 30 s and neither Go peer pings: the Python side must."""
 
