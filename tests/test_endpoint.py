@@ -119,7 +119,7 @@ def test_header_parsing_of_long_and_short_headers():
     assert parse_header(initial, 8) == (1, True, b"D" * 8, b"")
     handshake = bytes([0xE3]) + (1).to_bytes(4, "big") + b"\x00" + b"\x04SSSS"
     assert parse_header(handshake, 8) == (1, False, b"", b"SSSS")
-    v2_initial = bytes([0xD3]) + (0x6B3343CF).to_bytes(4, "big") + b"\x01X\x00"
+    v2_initial = bytes([0xD3]) + (0x6B3343CF).to_bytes(4, "big") + b"\x01X\x00\x00\x00"
     assert parse_header(v2_initial, 8) == (0x6B3343CF, True, b"X", b"")
     assert parse_header(bytes([0x43]) + b"C" * 8 + b"payload", 8) == (None, False, b"C" * 8, b"")
     # Cut short or out of bounds: dropped, never raised.

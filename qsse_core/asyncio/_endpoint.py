@@ -31,7 +31,8 @@ def parse_header(data: bytes, cid_length: int) -> tuple[int | None, bool, bytes,
     """``(version, is_initial, destination CID, source CID)`` of a datagram's first packet.
 
     ``version`` is None for a short header (RFC 9000 section 17.3), whose destination CID
-    has our own length, ``cid_length``. None when the header is cut short or invalid.
+    has our own length, ``cid_length``. None when the header is cut short or invalid, or
+    when an Initial's fixed bit is clear or its token or payload runs past the datagram.
     """
     if not data:
         return None
@@ -52,7 +53,35 @@ def parse_header(data: bytes, cid_length: int) -> tuple[int | None, bool, bytes,
         return None
     packet_type = (first & 0x30) >> 4
     is_initial = version != 0 and packet_type == (1 if version == _VERSION_2 else 0)
+    if is_initial and not _initial_fits(data, end + 1 + scid_length):
+        return None
     return version, is_initial, data[6:end], data[end + 1 : end + 1 + scid_length]
+
+
+def _varint(data: bytes, offset: int) -> tuple[int, int] | None:
+    """A variable-length integer (RFC 9000 section 16) at ``offset``: ``(value, end)``."""
+    if offset >= len(data):
+        return None
+    size = 1 << (data[offset] >> 6)
+    if offset + size > len(data):
+        return None
+    value = int.from_bytes(data[offset : offset + size], "big") & ((1 << (8 * size - 2)) - 1)
+    return value, offset + size
+
+
+def _initial_fits(data: bytes, offset: int) -> bool:
+    """Whether an Initial's fixed bit is set and its token and packet lie inside ``data``.
+
+    RFC 9000 section 17.2.2. The QUIC libraries drop such a packet before they know the
+    peer's address and then can neither send nor time out: it must not open a connection.
+    """
+    if not data[0] & 0x40:
+        return False
+    token = _varint(data, offset)
+    if token is None:
+        return False
+    length = _varint(data, token[1] + token[0])
+    return length is not None and length[1] + length[0] <= len(data)
 
 
 class ServerEndpoint(asyncio.DatagramProtocol):
