@@ -39,6 +39,7 @@ __all__ = [
     "StreamReset",
     "backend",
     "client_backend",
+    "initial_carries_crypto",
     "send_backlog",
     "server_backend",
     "write",
@@ -244,3 +245,52 @@ def send_backlog(quic: QuicConnection, stream_id: int) -> int:
         return 0
     sender = stream.sender
     return sender._buffer_stop - sender._buffer_start
+
+
+# Frames a client's Initial may carry besides CRYPTO (RFC 9000 section 17.2.2, table 3).
+_PADDING, _PING, _ACK, _ACK_ECN, _CRYPTO = 0x00, 0x01, 0x02, 0x03, 0x06
+
+
+def initial_carries_crypto(data: bytes, cid_length: int) -> bool:
+    """Whether a client's Initial, the first packet of ``data``, carries a CRYPTO frame.
+
+    A client's lost Initial is resent by probes, and qh3 sends each probe as a CRYPTO packet
+    and a PING-only one: when the first ones are lost, a PING-only Initial may be the first
+    a server hears. aioquic and qh3 servers then close with PROTOCOL_VIOLATION ("packet
+    contains no CRYPTO frame"), ending a handshake the next probe would have started. True
+    when the packet cannot be read here: the QUIC library then judges it.
+    """
+    from aioquic._buffer import Buffer, BufferReadError
+    from aioquic._crypto import CryptoError
+    from aioquic.quic.crypto import CryptoPair
+    from aioquic.quic.packet import pull_quic_header
+
+    buf = Buffer(data=data)
+    try:
+        header = pull_quic_header(buf, host_cid_length=cid_length)
+        if header.version is None:
+            return True
+        crypto = CryptoPair()
+        crypto.setup_initial(header.destination_cid, is_client=False, version=header.version)
+        _, payload, _ = crypto.decrypt_packet(data[: header.packet_length], buf.tell(), 0)
+    except (ValueError, BufferReadError, CryptoError):
+        return True
+    frames = Buffer(data=payload)
+    try:
+        while not frames.eof():
+            frame_type = frames.pull_uint_var()
+            if frame_type in (_PADDING, _PING):
+                continue
+            if frame_type not in (_ACK, _ACK_ECN):
+                return True  # CRYPTO, or a frame the library must judge
+            frames.pull_uint_var()  # largest acknowledged
+            frames.pull_uint_var()  # ACK delay
+            ranges = frames.pull_uint_var()
+            for _ in range(1 + 2 * ranges):  # first range, then gap and length pairs
+                frames.pull_uint_var()
+            if frame_type == _ACK_ECN:
+                for _ in range(3):
+                    frames.pull_uint_var()
+    except BufferReadError:
+        return True
+    return False

@@ -6,6 +6,8 @@ receiving every event, and the endpoint's tables hold only the connections that 
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import logging
 import os
 import socket
@@ -92,3 +94,56 @@ async def test_well_formed_garbage_initials_time_out_and_are_forgotten():
         await eventually(lambda: endpoint.connection_count == 20)
         await eventually(lambda: endpoint.connection_count == 0)
         assert endpoint._protocols == {}
+
+
+class LossyRelay:
+    """Relays a client's datagrams to a server, dropping the client's first ``lost``."""
+
+    def __init__(self, server_port: int, lost: int) -> None:
+        self.server = ("127.0.0.1", server_port)
+        self.lost = lost
+        self.client: tuple[str, int] | None = None
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Front(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                relay.client = addr
+                if relay.lost > 0:
+                    relay.lost -= 1
+                else:
+                    relay.back.sendto(data)
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                if relay.client is not None:
+                    relay.front.sendto(data, relay.client)
+
+        self.front, _ = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
+        self.back, _ = await loop.create_datagram_endpoint(Back, remote_addr=self.server)
+        return self.front.get_extra_info("sockname")[1]
+
+    def close(self) -> None:
+        self.front.close()
+        self.back.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qh3") is None, reason="qh3 is not installed")
+async def test_client_whose_first_initials_are_lost_still_connects(monkeypatch):
+    # qh3 (the default client library) probes with a CRYPTO packet and a PING-only one: with
+    # its first three datagrams lost, a PING-only Initial reached the server first, and the
+    # server closed with PROTOCOL_VIOLATION instead of waiting for the next probe.
+    monkeypatch.setenv("QSSE_QUIC_CLIENT_BACKEND", "qh3")
+    async with Server(["a"]) as server:
+        relay = LossyRelay(server.port, lost=3)
+        port = await relay.start()
+        try:
+            async with client(f"127.0.0.1:{port}", ["a"], connect_timeout=15) as c:
+                rec = Recorder(c)
+                await server.wait_subscribed("a")
+                server.publish("a", b"hi")
+                await eventually(lambda: len(rec.messages) == 1)
+        finally:
+            relay.close()

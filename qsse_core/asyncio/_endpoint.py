@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
-from .._quic import QuicBackend, QuicConfiguration, QuicConnection
+from .._quic import QuicBackend, QuicConfiguration, QuicConnection, initial_carries_crypto
 from ._protocol import Address, QsseProtocol
 
 __all__ = ["ServerEndpoint", "listen", "parse_header"]
@@ -141,7 +141,7 @@ class ServerEndpoint(asyncio.DatagramProtocol):
                     )
                     self._transport.sendto(packet, addr)
                 return
-            if not is_initial:
+            if not is_initial or not initial_carries_crypto(data, self._cid_length):
                 return
             protocol = self._accept(dcid)
         protocol.datagram_received(data, addr)
