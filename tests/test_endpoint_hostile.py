@@ -147,3 +147,19 @@ async def test_client_whose_first_initials_are_lost_still_connects(monkeypatch):
                 await eventually(lambda: len(rec.messages) == 1)
         finally:
             relay.close()
+
+
+async def test_hundreds_of_clients_closing_at_once_are_all_forgotten(monkeypatch):
+    # Each close is one small datagram, all arriving together: the kernel's default receive
+    # buffer dropped most of them, and each dropped close held its connection (and IDs) until
+    # the idle timeout, a minute later.
+    monkeypatch.setenv("QSSE_QUIC_CLIENT_BACKEND", "aioquic")
+    async with Server(["a"]) as server:
+        endpoint = server._endpoint
+        assert endpoint is not None
+        clients = [client(server.address, ["a"], connect_timeout=60) for _ in range(400)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        await server.wait_subscribed("a", 400, timeout=60)
+        await asyncio.gather(*(c.close() for c in clients))
+        await eventually(lambda: endpoint.connection_count == 0, timeout=20)
+        assert endpoint._protocols == {}
