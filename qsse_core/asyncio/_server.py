@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -768,18 +769,37 @@ class Server:
             session = outbox.session
             if session.closed:
                 continue
-            self._drain(outbox)
+            try:
+                self._drain(outbox)
+            except Exception as exc:
+                self._failed(session, exc)
+                continue
             touched.add(session)
         now = time.monotonic()
         for session in touched:
             if not session.closed:
                 session.last_write = now
-                session.protocol.transmit()
+                try:
+                    session.protocol.transmit()
+                except Exception as exc:
+                    self._failed(session, exc)
         end = time.perf_counter()
         observe = self.metrics.publish_write_latency.observe
         for started in self._publish_times:
             observe(end - started)
         self._publish_times.clear()
+
+    def _failed(self, session: _Session, exc: Exception) -> None:
+        """Serving one session raised: close it alone, so the flush goes on for the others."""
+        if session.closed:
+            return
+        logger.error("closing %s: serving it failed: %r", self._peer(session), exc, exc_info=exc)
+        # The session is dropped whatever state its QUIC connection is left in.
+        with contextlib.suppress(Exception):
+            session.conn.close(ErrorCode.UNKNOWN, "internal server error")
+            session.protocol.transmit()
+        self.metrics.protocol_errors.labels(reason=ErrorCode.UNKNOWN.name.lower()).inc()
+        self._drop(session)
 
     def _drain(self, outbox: _Outbox) -> None:
         session = outbox.session
