@@ -14,7 +14,7 @@ from typing import Any
 from .._codes import ErrorCode
 from .._config import ReconnectPolicy
 from .._connection import QsseClientConnection
-from .._connection2 import Qsse2ClientConnection
+from .._connection2 import SUBSCRIPTION_STREAMS, Qsse2ClientConnection
 from .._exceptions import (
     ConfigurationError,
     ConnectError,
@@ -28,6 +28,7 @@ from .._quic import (
     QuicConfiguration,
     QuicConnection,
     QuicEvent,
+    grant_unidirectional_streams,
     skip_verification,
 )
 from .._state import ConnectionState, Gap, Message, StateChange
@@ -428,6 +429,8 @@ class Client:
             raise ConnectError(f"cannot resolve {self.host!r}: {exc}") from exc
         family, _, _, _, addr = infos[0]
         quic = QuicConnection(configuration=self._configuration())
+        # A qsse/2 server opens a stream per subscription: allow one for each we may ask for.
+        grant_unidirectional_streams(quic, max(SUBSCRIPTION_STREAMS, len(self._wanted)))
         lost: asyncio.Future[ConnectionClosed] = loop.create_future()
         failed: asyncio.Future[Exception] = loop.create_future()
 

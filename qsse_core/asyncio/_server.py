@@ -549,6 +549,10 @@ class Server:
             status, reason = SubscribeStatus.NOT_AUTHORIZED, "not authorized"
         if session.closed:
             return
+        if status == SubscribeStatus.OK and conn.stream_credit <= 0:
+            # Opened anyway, the stream would wait forever (aioquic) or fail (qh3).
+            status = SubscribeStatus.LIMIT_REACHED
+            reason = "the client allows no more subscription streams (QUIC MAX_STREAMS)"
         if status != SubscribeStatus.OK or label is None:
             conn.answer_subscribe(request.request_id, status, topic, reason=reason)
             return
