@@ -820,6 +820,7 @@ class Server:
                     # The peer closed or reset it before we heard: forget this subscriber now.
                     logger.info("stream %d of %s is gone", outbox.stream_id, self._peer(session))
                     conn.close(ErrorCode.UNEXPECTED_STREAM, "subscription stream was reset")
+                    session.protocol.transmit()  # the flush transmits only live sessions
                     self._drop(session)
                     return
         if outbox.frames:
