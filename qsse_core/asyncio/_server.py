@@ -71,6 +71,10 @@ _GAP_REASONS = (
 _Request = HelloReceived | OfferReceived | SubscribeRequested | UnsubscribeRequested
 
 
+def _ignore(event: QsseEvent) -> None:
+    """What a dropped session's protocol hands its late events to."""
+
+
 class _Outbox:
     """Frames waiting for one stream: a qsse/1 connection's, or one qsse/2 subscription's."""
 
@@ -654,13 +658,22 @@ class Server:
             session.offer_timer.cancel()
         self._sessions.discard(session)
         self.metrics.connections.labels(protocol=session.conn.alpn_protocol).dec()
+        outboxes = [sub.outbox for sub in session.subscriptions.values()]
         for sub in list(session.subscriptions.values()):
             self._unsubscribe(sub)
-            self._dirty.discard(sub.outbox)
         if session.outbox is not None:
-            self._dirty.discard(session.outbox)
+            outboxes.append(session.outbox)
+        for outbox in outboxes:
+            # Free what was queued now: the QUIC connection (and through its callbacks this
+            # session) lives on for its draining period, or until the server forgets it.
+            self._dirty.discard(outbox)
+            outbox.frames.clear()
+            outbox.gaps.clear()
+            outbox.size = 0
         session.blocked.clear()
         session.requests.clear()
+        session.protocol.on_qsse_event = _ignore
+        session.protocol.on_datagram = None
 
     # -- publishing --------------------------------------------------------------------------
 
