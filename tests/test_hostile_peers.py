@@ -20,13 +20,10 @@ from qsse_core._framing2 import (
     encode_frame,
 )
 from qsse_core._quic import (
-    BACKEND,
     ConnectionTerminated,
-    QuicConfiguration,
-    QuicConnectionProtocol,
     StreamDataReceived,
+    client_backend,
     grant_unidirectional_streams,
-    skip_verification,
 )
 from qsse_core.events import SubscriptionAnswered, Welcomed
 from qsse_core.testing import deep_json, deep_msgpack, qsse2_client_frames
@@ -44,6 +41,9 @@ LIMITS = Limits(
     keepalive_interval=0.5,
 )
 QSSE1, QSSE2 = "PROTOCOL_QUIC", "qsse/2"
+# Hostile peers are bare clients of the library qsse's clients use (the environment's).
+QUIC = client_backend()
+QuicConnectionProtocol = importlib.import_module(f"{QUIC.name}.asyncio").QuicConnectionProtocol
 
 
 class Peer(QuicConnectionProtocol):
@@ -93,9 +93,9 @@ class LimitedPeer(Peer):
 
 @contextlib.asynccontextmanager
 async def peer(server: Server, alpn: str, protocol: type[Peer] = Peer, qsse: bool = False):
-    config = QuicConfiguration(is_client=True, alpn_protocols=[alpn])
-    skip_verification(config)
-    connect = importlib.import_module(f"{BACKEND}.asyncio").connect
+    config = QUIC.configuration(is_client=True, alpn_protocols=[alpn])
+    QUIC.skip_verification(config)
+    connect = importlib.import_module(f"{QUIC.name}.asyncio").connect
 
     def create(quic, **kwargs):
         p = protocol(quic, **kwargs)

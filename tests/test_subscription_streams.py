@@ -6,14 +6,7 @@ import importlib
 
 from qsse_core import ErrorCode, Limits, Server, SubscribeStatus
 from qsse_core._connection2 import SUBSCRIPTION_STREAMS, Qsse2ClientConnection
-from qsse_core._quic import (
-    BACKEND,
-    QuicConfiguration,
-    QuicConnectionProtocol,
-    StreamDataReceived,
-    grant_unidirectional_streams,
-    skip_verification,
-)
+from qsse_core._quic import StreamDataReceived, grant_unidirectional_streams
 from qsse_core.events import (
     EventReceived,
     SubscriptionAnswered,
@@ -22,6 +15,7 @@ from qsse_core.events import (
 )
 
 from .helpers import Recorder, eventually
+from .test_hostile_peers import QUIC, QuicConnectionProtocol
 from .test_qsse2 import v2_client
 
 
@@ -101,9 +95,9 @@ class LimitedClient(QuicConnectionProtocol):
 
 
 async def test_subscription_past_the_clients_stream_grant_is_refused_until_one_ends():
-    config = QuicConfiguration(is_client=True, alpn_protocols=["qsse/2"])
-    skip_verification(config)
-    connect = importlib.import_module(f"{BACKEND}.asyncio").connect
+    config = QUIC.configuration(is_client=True, alpn_protocols=["qsse/2"])
+    QUIC.skip_verification(config)
+    connect = importlib.import_module(f"{QUIC.name}.asyncio").connect
     async with Server(["t.*"]) as server:
         async with connect(
             "127.0.0.1", server.port, configuration=config, create_protocol=LimitedClient
