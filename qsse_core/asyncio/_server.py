@@ -400,6 +400,7 @@ class Server:
         await asyncio.gather(*workers, return_exceptions=True)
         if self._keepalive is not None:
             await asyncio.gather(self._keepalive, return_exceptions=True)
+            self._keepalive = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -1116,12 +1117,27 @@ class Server:
         interval = self.limits.keepalive_interval
         while True:
             await asyncio.sleep(interval / 2)
-            now = time.monotonic()
-            for session in list(self._sessions):
-                if not session.closed and now - session.last_write >= interval:
+            # In a function of its own: a loop variable here would keep the last session
+            # (and its QUIC connection) alive across every sleep, long after it left.
+            self._ping_quiet(interval)
+
+    def _ping_quiet(self, interval: float) -> None:
+        now = time.monotonic()
+        for session in list(self._sessions):
+            if not session.closed and now - session.last_write >= interval:
+                try:
                     session.protocol.quic.send_ping(0)
-                    session.last_write = now
+                except Exception as exc:
+                    # qh3 raises when the connection closed before the event saying so was
+                    # handled: forget it now rather than end the loop for everyone.
+                    logger.info("connection %s is gone: %s", self._peer(session), exc)
+                    self._drop(session)
+                    continue
+                session.last_write = now
+                try:
                     session.protocol.transmit()
+                except Exception as exc:
+                    self._failed(session, exc)
 
 
 # The largest value of a QUIC variable-length integer (RFC 9000 section 16).
