@@ -32,6 +32,7 @@ from typing import (
 import msgspec
 
 from ._codes import ErrorCode
+from ._depth import MAX_DEPTH, json_depth_exceeds, msgpack_depth_exceeds
 from ._exceptions import ConfigurationError, ValidationError
 from ._framing2 import ContentType
 from ._history import HistoryPolicy, MemoryHistory
@@ -299,12 +300,16 @@ class Topic(Generic[P, E]):
     def decode(self, data: bytes, content_type: int | None = None) -> E:
         """Decode a payload of this topic: JSON, or MessagePack when ``content_type`` says so.
 
-        :raises ValueError: naming what was expected and where, when ``data`` does not fit.
+        :raises ValueError: naming what was expected and where, when ``data`` does not fit
+            (also when it nests deeper than ``MAX_DEPTH``, 64 levels).
         """
-        decoder = self._msgpack_decoder if content_type == ContentType.MSGPACK else self._decoder
+        msgpack = content_type == ContentType.MSGPACK
+        if (msgpack_depth_exceeds if msgpack else json_depth_exceeds)(data):
+            raise ValueError(f"payload nested deeper than {MAX_DEPTH} levels")
+        decoder = self._msgpack_decoder if msgpack else self._decoder
         try:
             return decoder.decode(data)
-        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError: a DecodeError
             raise ValueError(str(exc)) from None
 
 

@@ -217,3 +217,20 @@ def test_json_nested_past_the_depth_bound_is_the_protocol_error(depth):
 def test_json_at_the_depth_bound_decodes():
     offer = b'{"token":"t","topics":["a"],"x":' + _nested(63) + b"}"
     assert decode_offer(offer).topics == ["a"]
+
+
+@pytest.mark.parametrize("msgpack", [False, True])
+def test_typed_payloads_nested_past_the_depth_bound_are_a_value_error(msgpack):
+    # A typed subscriber reports the payload as INVALID_PAYLOAD rather than crash on it.
+    from generated import rides
+    from qsse_core._framing2 import ContentType
+    from qsse_core.testing import deep_json, deep_msgpack
+
+    if msgpack:
+        data = b"\x81\xa5state" + deep_msgpack(1000)
+        content_type = ContentType.MSGPACK
+    else:
+        data = b'{"state":' + deep_json(1000) + b"}"
+        content_type = ContentType.JSON
+    with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+        rides.RIDE_STATUS.decode(data, content_type)
