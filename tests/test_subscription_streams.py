@@ -131,3 +131,17 @@ async def test_subscription_past_the_clients_stream_grant_is_refused_until_one_e
                 await asyncio.sleep(0.05)  # MAX_STREAMS is on its way
             assert peer.of(SubscriptionAnswered)[-1].status == SubscribeStatus.OK
             assert server.subscription_count() == 4
+
+
+async def test_qsse1_offer_topics_past_max_subscriptions_are_refused_with_an_error_event():
+    # Go subscribes a topic listed twice twice; an offer listing it thousands of times would
+    # have every event queued that many times for one peer.
+    async with Server(["good"], limits=Limits(max_subscriptions=3)) as server:
+        c = v2_client(server.address, ["good"] * 10, protocols=["PROTOCOL_QUIC"])
+        rec = Recorder(c)
+        async with c:
+            await eventually(lambda: len(rec.errors) == 7)
+            assert server.subscription_count("good") == 3
+            assert rec.errors == [(ErrorCode.TOO_MANY_SUBSCRIPTIONS, {"topic": "good"})] * 7
+            server.publish("good", b"once per subscription")
+            await eventually(lambda: len(rec.messages) == 3)

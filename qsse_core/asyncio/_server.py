@@ -557,6 +557,10 @@ class Server:
             label = self._table.admit(topic)
             if label is None:
                 errors.append((ErrorCode.TOPIC_NOT_AVAILABLE, {"topic": topic}))
+            elif len(admitted) >= self.limits.max_subscriptions:
+                # Go subscribes a topic listed twice twice: without this bound one offer
+                # could make every event be queued thousands of times for one peer.
+                errors.append((ErrorCode.TOO_MANY_SUBSCRIPTIONS, {"topic": topic}))
             elif await self._authorize(session, topic, label):
                 admitted.append((topic, label))
             else:
