@@ -61,6 +61,7 @@ def test_memory_release_bench_runs_at_tiny_sizes():
 
     argv = [sys.executable, "-m", "bench.memory_release", "--backends", "aioquic"]
     argv += ["--subscribers", "3", "--events", "50", "--half-open", "5", "--offer-timeout", "1"]
+    argv += ["--drain-limit", "10"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = json.loads(proc.stderr.strip().splitlines()[-1])
