@@ -26,6 +26,7 @@ __all__ = [
     "QuicStreamHandler",
     "StreamDataReceived",
     "StreamReset",
+    "path_address",
     "peer_address",
     "send_backlog",
     "serve",
@@ -144,3 +145,17 @@ def peer_address(quic: QuicConnection) -> str:
         addr = paths[0].addr
         return f"{addr[0]}:{addr[1]}"
     return "?"
+
+
+def path_address(quic: QuicConnection) -> Any:
+    """The address the connection sends to now: it changes when the peer migrates.
+
+    aioquic keeps the active path first in its list (RFC 9000 section 9.3: a server moves
+    to a client's new address on its first non-probing packet from there); qh3's core
+    reports it as ``(id, local, remote, ...)``.
+    """
+    if BACKEND == "qh3":
+        core: Any = getattr(quic, "_core", None)
+        return core.active_path[2] if core is not None else None
+    paths = quic._network_paths
+    return paths[0].addr if paths else None

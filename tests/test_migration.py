@@ -1,0 +1,208 @@
+"""Connection migration (RFC 9000 section 9): subscribers that change address keep their
+connection, whether a NAT moves them (a relay changes the source port the server sees) or the
+client moves itself to a new socket (``Client.rebind()``)."""
+
+import asyncio
+import os
+import sys
+
+import pytest
+
+from qsse_core import ConnectionState, MemoryHistory, ReconnectPolicy, Server
+from qsse_core._quic import BACKEND
+
+from .helpers import Recorder, client, eventually
+from .relay import Move, UdpRelay
+
+pytestmark = pytest.mark.usefixtures("protocol")
+
+QH3_PATH_LIMIT = (
+    "the in-process server runs on qh3, which keeps at most 4 network paths per connection "
+    "and drops a client after its 4th address change (docs/migration.md)"
+)
+aioquic_server = pytest.mark.skipif(BACKEND == "qh3", reason=QH3_PATH_LIMIT)
+
+#: Waits for a whole step: generous, since the machine may be busy; nothing is timed.
+STEP = 30.0
+
+
+def publish(server: Server, first: int, count: int) -> int:
+    for n in range(first, first + count):
+        assert server.publish("feed", b"%d" % n) == 1
+    return first + count
+
+
+@aioquic_server
+@pytest.mark.parametrize("mode", list(Move), ids=[m.value for m in Move])
+async def test_ten_address_changes_lose_nothing(mode):
+    async with Server(["feed"]) as server, UdpRelay(("127.0.0.1", server.port)) as relay:
+        # Probes after 0.2 s of silence find the server on a killed path quickly; a probe that
+        # is late on a busy machine must not count as a dead path, hence the long timeout.
+        c = client(relay.address, ["feed"], probe_interval=0.2, probe_timeout=STEP)
+        rec = Recorder(c)
+        async with c:
+            await server.wait_subscribed("feed")
+            sent = 0
+            for _ in range(10):
+                sent = publish(server, sent, 20)  # in flight while the address changes
+                path = await relay.move(mode)
+                sent = publish(server, sent, 20)  # sent to the old address, or the new one
+                await asyncio.wait_for(path.reached.wait(), STEP)
+                await eventually(lambda: len(rec.messages) >= sent, STEP)
+            assert [m.data for m in rec.messages] == [b"%d" % n for n in range(sent)]
+            assert rec.errors == []
+            assert rec.states == ["connecting", "connected"]  # no reconnect, no resume
+            assert server.connection_count == 1
+            migrated = server.metrics.path_migrations.labels(protocol=c.alpn_protocol)
+            assert migrated._value.get() == 10
+            assert relay.current.from_server > 0
+
+
+@aioquic_server
+async def test_a_quiet_client_without_probes_is_not_found_after_its_path_dies():
+    # What the probes are for: a subscriber sends only acknowledgements, so when its old
+    # path dies with nothing to acknowledge, the server never learns where it went.
+    async with Server(["feed"]) as server, UdpRelay(("127.0.0.1", server.port)) as relay:
+        c = client(relay.address, ["feed"], probe_interval=None)
+        rec = Recorder(c)
+        async with c:
+            await server.wait_subscribed("feed")
+            publish(server, 0, 1)
+            await eventually(lambda: len(rec.messages) == 1)
+            path = await relay.move(Move.KILL)
+            publish(server, 1, 5)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(path.reached.wait(), 1.0)
+            assert len(rec.messages) == 1
+            # One datagram from the client is all it takes.
+            c._protocol.quic.send_ping(0)
+            c._protocol.transmit()
+            await asyncio.wait_for(path.reached.wait(), STEP)
+            await eventually(lambda: len(rec.messages) == 6, STEP)
+
+
+@pytest.mark.skipif(BACKEND != "qh3", reason="documents the qh3 server's limit")
+async def test_qh3_server_keeps_three_address_changes_and_drops_the_fourth():
+    async with Server(["feed"]) as server, UdpRelay(("127.0.0.1", server.port)) as relay:
+        c = client(relay.address, ["feed"], probe_interval=0.2, probe_timeout=STEP)
+        rec = Recorder(c)
+        async with c:
+            await server.wait_subscribed("feed")
+            sent = publish(server, 0, 1)
+            await eventually(lambda: len(rec.messages) == 1)
+            for _ in range(3):  # the connection's paths 2, 3 and 4: the limit, reached
+                path = await relay.move(Move.KILL)
+                sent = publish(server, sent, 5)
+                await asyncio.wait_for(path.reached.wait(), STEP)
+                await eventually(lambda: len(rec.messages) == sent, STEP)
+            path = await relay.move(Move.KILL)  # a fifth path: past it
+            sent = publish(server, sent, 5)
+            # The client's probes reach the server from the new port; it never answers there.
+            start = relay.client_datagrams
+            await eventually(lambda: relay.client_datagrams >= start + 3, STEP)
+            assert path.from_server == 0
+            assert len(rec.messages) < sent
+
+
+# -- client-initiated moves ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def aioquic_server_process(tmp_path):
+    """A ``qsse serve`` on aioquic in its own process, so the client may run on either backend
+    (one process holds one backend until the backend can be chosen per role)."""
+    env = {**os.environ, "QSSE_QUIC_BACKEND": "aioquic", "PYTHONUNBUFFERED": "1"}
+    with (tmp_path / "stderr").open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "qsse_core", "serve", "--port", "0", "feed", "warm"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            env=env,
+        )
+    assert proc.stdout is not None and proc.stdin is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), STEP)).decode()
+    assert line.startswith("listening on "), line
+    try:
+        yield proc, line.removeprefix("listening on ").strip()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), STEP)
+
+
+async def warm_up(proc, rec: Recorder) -> None:
+    """qsse/1 has no subscription answer: publish until the subscriber hears one."""
+    assert proc.stdin is not None
+    async with asyncio.timeout(STEP):
+        while not rec.messages:
+            proc.stdin.write(b"warm up\n")
+            await proc.stdin.drain()
+            await asyncio.sleep(0.05)
+    rec.messages.clear()
+
+
+async def test_ten_rebinds_lose_nothing(aioquic_server_process):
+    proc, address = aioquic_server_process
+    c = client(address, ["feed", "warm"], probe_timeout=STEP)
+    rec = Recorder(c)
+    async with c:
+        await warm_up(proc, rec)
+        ports = {c.local_address}
+        sent = 0
+        for i in range(10):
+            proc.stdin.write(b"".join(b"feed %d\n" % n for n in range(sent, sent + 20)))
+            await proc.stdin.drain()
+            sent += 20
+            assert await c.rebind()  # events in flight meanwhile
+            assert c.migrations == i + 1
+            ports.add(c.local_address)
+            await eventually(lambda: len([m for m in rec.messages if m.topic == "feed"]) >= sent, STEP)
+        feed = [m.data for m in rec.messages if m.topic == "feed"]
+        assert feed == [b"%d" % n for n in range(sent)]
+        assert len(ports) == 11  # a new socket each time
+        assert rec.states == ["connecting", "connected"] + ["probing", "migrated"] * 10
+        assert c.state is ConnectionState.MIGRATED
+
+
+async def test_rebind_falls_back_to_resume_when_the_server_lost_the_connection(protocol):
+    history = MemoryHistory()
+    async with (
+        Server(["feed"], history=history) as first,
+        Server(["feed"], history=history) as second,
+        UdpRelay(("127.0.0.1", first.port)) as relay,
+    ):
+        c = client(
+            relay.address,
+            ["feed"],
+            probe_timeout=0.5,
+            reconnect=ReconnectPolicy(interval=0.05, max_attempts=None),
+        )
+        rec = Recorder(c)
+        async with c:
+            await first.wait_subscribed("feed")
+            sent = publish(first, 0, 10)
+            await eventually(lambda: len(rec.messages) == sent)
+            # The address now leads to a server that never heard of the connection.
+            await relay.retarget(("127.0.0.1", second.port))
+            for n in range(sent, sent + 10):
+                second.publish("feed", b"%d" % n)  # into the shared history only
+            sent += 10
+            assert not await c.rebind()
+            await eventually(lambda: c.state is ConnectionState.CONNECTED, STEP)
+            assert rec.states[:4] == ["connecting", "connected", "probing", "lost"]
+            assert rec.states[-1] == "connected"
+            if protocol == "qsse/2":  # resumed from the history: nothing lost
+                await eventually(lambda: len(rec.messages) == sent, STEP)
+                assert [m.data for m in rec.messages] == [b"%d" % n for n in range(sent)]
+            await second.wait_subscribed("feed")
+            second.publish("feed", b"after")
+            await eventually(lambda: rec.messages[-1].data == b"after", STEP)
+
+
+async def test_rebind_needs_a_connection():
+    from qsse_core import LocalProtocolError
+
+    c = client("127.0.0.1:9", ["feed"])
+    with pytest.raises(LocalProtocolError, match="rebind\\(\\) needs an open connection"):
+        await c.rebind()
