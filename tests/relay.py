@@ -104,6 +104,8 @@ class UdpRelay:
         self._client: Any = None
         self._drop_at_next: list[_Path] = []
         self._queued = 0
+        self._front_name: Any = None
+        self._silenced: set[Any] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -173,6 +175,32 @@ class UdpRelay:
             self._drop_at_next.append(old)
         return path
 
+    def blackhole(self) -> None:
+        """Lose everything to and from the client's current address, in silence, as when its
+        network goes away; a new client address gets through."""
+        self._silenced.add(self._client)
+
+    def refuse(self) -> None:
+        """Close the port the client sends to: the kernel answers its datagrams with ICMP
+        "port unreachable", which its socket reports as an error."""
+        assert self._front is not None
+        self._front_name = self._front.get_extra_info("sockname")
+        self._front.close()
+        self._front = None
+
+    def accept(self) -> None:
+        """Open the port again, at once (a callback may call it before the client's next send)."""
+        assert self._loop is not None and self._front is None
+        family = socket.AF_INET6 if ":" in self._front_name[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(self._front_name)  # datagrams queue in the socket until the endpoint reads
+        self._loop.create_task(self._serve_front(sock))
+
+    async def _serve_front(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        self._front, _ = await self._loop.create_datagram_endpoint(lambda: _Front(self), sock=sock)
+
     async def retarget(self, server: tuple[str, int]) -> _Path:
         """Send to another server from now on, from a new port, closing the old paths.
 
@@ -183,6 +211,9 @@ class UdpRelay:
         return await self.move(Move.KILL)
 
     def _from_client(self, data: bytes, addr: Any) -> None:
+        if addr in self._silenced:
+            self.dropped += 1
+            return
         self._client = addr
         self.client_datagrams += 1
         path = self.current
@@ -216,5 +247,7 @@ class UdpRelay:
             path.transport.sendto(data)
 
     def _send_to_client(self, data: bytes) -> None:
-        if self._front is not None and self._client is not None:
+        if self._client in self._silenced:
+            self.dropped += 1
+        elif self._front is not None and self._client is not None:
             self._front.sendto(data, self._client)

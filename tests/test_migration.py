@@ -26,6 +26,10 @@ aioquic_server = pytest.mark.skipif(BACKEND == "qh3", reason=QH3_PATH_LIMIT)
 STEP = 30.0
 
 
+async def received(rec: Recorder, count: int, topic: str = "feed") -> None:
+    await eventually(lambda: len([m for m in rec.messages if m.topic == topic]) >= count, STEP)
+
+
 def publish(server: Server, first: int, count: int) -> int:
     for n in range(first, first + count):
         assert server.publish("feed", b"%d" % n) == 1
@@ -48,7 +52,7 @@ async def test_ten_address_changes_lose_nothing(mode):
                 path = await relay.move(mode)
                 sent = publish(server, sent, 20)  # sent to the old address, or the new one
                 await asyncio.wait_for(path.reached.wait(), STEP)
-                await eventually(lambda: len(rec.messages) >= sent, STEP)
+                await received(rec, sent)
             assert [m.data for m in rec.messages] == [b"%d" % n for n in range(sent)]
             assert rec.errors == []
             assert rec.states == ["connecting", "connected"]  # no reconnect, no resume
@@ -94,7 +98,7 @@ async def test_qh3_server_keeps_three_address_changes_and_drops_the_fourth():
                 path = await relay.move(Move.KILL)
                 sent = publish(server, sent, 5)
                 await asyncio.wait_for(path.reached.wait(), STEP)
-                await eventually(lambda: len(rec.messages) == sent, STEP)
+                await received(rec, sent)
             path = await relay.move(Move.KILL)  # a fifth path: past it
             sent = publish(server, sent, 5)
             # The client's probes reach the server from the new port; it never answers there.
@@ -105,6 +109,54 @@ async def test_qh3_server_keeps_three_address_changes_and_drops_the_fourth():
 
 
 # -- client-initiated moves ---------------------------------------------------------------------
+
+
+@aioquic_server
+async def test_an_unanswered_probe_moves_the_client_to_a_new_socket():
+    async with Server(["feed"]) as server, UdpRelay(("127.0.0.1", server.port)) as relay:
+        c = client(relay.address, ["feed"], probe_interval=0.2, probe_timeout=0.5)
+        rec = Recorder(c)
+        async with c:
+            await server.wait_subscribed("feed")
+            sent = publish(server, 0, 10)
+            await received(rec, sent)
+            relay.blackhole()  # the client's network is gone, silently
+            sent = publish(server, sent, 10)
+            await eventually(lambda: c.migrations >= 1, STEP)
+            await received(rec, sent)
+            assert [m.data for m in rec.messages] == [b"%d" % n for n in range(sent)]
+            # A busy machine may delay an answer past 0.5 s and cause another move: harmless.
+            assert rec.states[:4] == ["connecting", "connected", "probing", "migrated"]
+            assert "lost" not in rec.states
+            assert relay.dropped > 0
+
+
+@aioquic_server
+async def test_a_socket_error_moves_the_client_to_a_new_socket():
+    async with Server(["feed"]) as server, UdpRelay(("127.0.0.1", server.port)) as relay:
+        c = client(relay.address, ["feed"], probe_interval=0.2, probe_timeout=STEP)
+        rec = Recorder(c)
+        reasons: list[str] = []
+
+        def on_state(change):
+            if change.state is ConnectionState.PROBING:
+                reasons.append(change.reason)
+                relay.accept()  # reachable again, but only the new socket finds out
+
+        c.on_state(on_state)
+        async with c:
+            await server.wait_subscribed("feed")
+            sent = publish(server, 0, 10)
+            await received(rec, sent)
+            first = c.local_address
+            relay.refuse()  # the next probe meets "port unreachable"
+            sent = publish(server, sent, 10)
+            await eventually(lambda: c.state is ConnectionState.MIGRATED, STEP)
+            await received(rec, sent)
+            assert [m.data for m in rec.messages] == [b"%d" % n for n in range(sent)]
+            assert rec.states == ["connecting", "connected", "probing", "migrated"]
+            assert reasons[0].startswith("socket error: ")
+            assert c.local_address != first and c.migrations == 1
 
 
 @pytest.fixture
@@ -157,7 +209,7 @@ async def test_ten_rebinds_lose_nothing(aioquic_server_process):
             assert await c.rebind()  # events in flight meanwhile
             assert c.migrations == i + 1
             ports.add(c.local_address)
-            await eventually(lambda: len([m for m in rec.messages if m.topic == "feed"]) >= sent, STEP)
+            await received(rec, sent)
         feed = [m.data for m in rec.messages if m.topic == "feed"]
         assert feed == [b"%d" % n for n in range(sent)]
         assert len(ports) == 11  # a new socket each time
@@ -193,7 +245,7 @@ async def test_rebind_falls_back_to_resume_when_the_server_lost_the_connection(p
             assert rec.states[:4] == ["connecting", "connected", "probing", "lost"]
             assert rec.states[-1] == "connected"
             if protocol == "qsse/2":  # resumed from the history: nothing lost
-                await eventually(lambda: len(rec.messages) == sent, STEP)
+                await received(rec, sent)
                 assert [m.data for m in rec.messages] == [b"%d" % n for n in range(sent)]
             await second.wait_subscribed("feed")
             second.publish("feed", b"after")

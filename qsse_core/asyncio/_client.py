@@ -180,7 +180,9 @@ class Client:
             )
         # qsse/2 resume state: the last event id seen per subscribed topic, in ``_epoch``.
         if probe_interval is not None and not probe_interval > 0:
-            raise ConfigurationError(f"probe_interval must be > 0 s or None, got {probe_interval!r}")
+            raise ConfigurationError(
+                f"probe_interval must be > 0 s or None, got {probe_interval!r}"
+            )
         if not probe_timeout > 0:
             raise ConfigurationError(f"probe_timeout must be > 0 s, got {probe_timeout!r}")
         self.probe_interval = probe_interval

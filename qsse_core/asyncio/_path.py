@@ -108,10 +108,13 @@ class PathWatch:
         :returns: True when the server answered there; False when it did not and the
             connection was given up (``on_dead``).
         """
+        return await asyncio.shield(self._begin(reason))
+
+    def _begin(self, reason: str) -> asyncio.Task[bool]:
         if self._move is None:
             self._move = asyncio.create_task(self._rebind(reason))
             self._move.add_done_callback(self._moved)
-        return await asyncio.shield(self._move)
+        return self._move
 
     def _moved(self, task: asyncio.Task[bool]) -> None:
         if self._move is task:
@@ -132,7 +135,7 @@ class PathWatch:
         elif path is self._path and self._move is None:
             # Errors after the handshake mean the path broke (network gone, address lost).
             logger.info("socket error on %s: %s; moving to a new socket", self.local_address, exc)
-            asyncio.ensure_future(self.rebind(f"socket error: {exc}"))
+            self._begin(f"socket error: {exc}")
 
     async def _watch(self, interval: float) -> None:
         while not (self._closed or self._gave_up):
