@@ -1,0 +1,173 @@
+"""Connection migration: the pause per address change and the events lost, on loopback.
+
+A server publishes numbered events at a steady rate to one subscriber that reaches it through
+the UDP relay of ``tests/relay.py``; the relay moves the connection to a new source port a few
+times per run (each way of ``Move``), optionally with delay added in each direction. One more
+run without moves is the baseline: its longest gap between two events is what the machine and
+the delay cost by themselves. A client-initiated run calls ``Client.rebind()`` instead.
+
+    python -m bench.migration                    # 3 runs per row, ~4 min
+    python -m bench.migration --runs 1 --seconds 4 --delays 0   # a quick look
+
+Every run is bounded: ``--seconds`` of publishing, then at most 5 s for the last events.
+Prints a markdown table of medians over the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+from qsse_core import Client, ConnectionState, Message, ReconnectPolicy, Server
+from qsse_core._quic import BACKEND
+from tests.relay import Move, UdpRelay
+
+WAYS = ("none", *(m.value for m in Move), "rebind")
+
+
+@dataclass
+class Run:
+    published: int = 0
+    arrivals: dict[int, float] = field(default_factory=dict)
+    changes: list[float] = field(default_factory=list)
+    reconnects: int = 0
+
+    def lost(self) -> int:
+        return self.published - len(self.arrivals)
+
+    def gaps_after_changes(self, window: float) -> list[float]:
+        """Per change: the longest gap between two arrivals in ``window`` s after it."""
+        times = sorted(self.arrivals.values())
+        pauses = []
+        for at in self.changes:
+            inside = [t for t in times if at - 0.1 <= t <= at + window]
+            if len(inside) < 2:
+                pauses.append(window)
+                continue
+            pauses.append(max(b - a for a, b in itertools.pairwise(inside)))
+        return pauses
+
+    def longest_gap(self) -> float:
+        times = sorted(self.arrivals.values())
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+async def one_run(
+    way: str, *, delay: float, seconds: float, rate: float, changes: int, probe: float | None
+) -> Run:
+    loop = asyncio.get_running_loop()
+    run = Run()
+    async with (
+        Server(["feed"]) as server,
+        UdpRelay(("127.0.0.1", server.port), delay=delay) as relay,
+    ):
+        client = Client(
+            relay.address,
+            ["feed"],
+            insecure=True,
+            protocols=("qsse/2",),
+            reconnect=ReconnectPolicy(interval=0.05, max_attempts=None),
+            probe_interval=probe,
+        )
+
+        def on_message(message: Message) -> None:
+            run.arrivals.setdefault(int(message.data), loop.time())
+
+        def on_state(change: object) -> None:
+            if getattr(change, "state", None) is ConnectionState.LOST:
+                run.reconnects += 1
+
+        client.on_message(on_message)
+        client.on_state(on_state)
+        async with client:
+            await server.wait_subscribed("feed")
+            start = loop.time()
+            every = seconds / (changes + 1)
+            next_change = start + every if way != "none" else float("inf")
+            moves: set[asyncio.Future[bool]] = set()
+            while (now := loop.time()) < start + seconds:
+                # Paced by the clock, so that a slow loop catches up instead of drifting.
+                due = int((now - start) * rate) + 1
+                while run.published < due:
+                    server.publish("feed", b"%d" % run.published)
+                    run.published += 1
+                if now >= next_change and len(run.changes) < changes:
+                    run.changes.append(loop.time())
+                    if way == "rebind":
+                        moves.add(asyncio.ensure_future(client.rebind()))
+                    else:
+                        await relay.move(Move(way))
+                    next_change += every
+                await asyncio.sleep(1 / rate)
+            deadline = loop.time() + 5
+            while len(run.arrivals) < run.published and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.gather(*moves, return_exceptions=True)
+    return run
+
+
+async def bench(args: argparse.Namespace) -> None:
+    print(f"server and client on {BACKEND}, {args.rate:g} events/s for {args.seconds:g} s")
+    print(f"{args.changes} changes per run, medians of {args.runs} runs,")
+    print(f"client probe_interval {args.probe_interval} s\n")
+    print(
+        "| added RTT | how the address changes | pause per change, median (max), ms "
+        "| longest gap in a run without changes, ms | events lost | reconnects |"
+    )
+    print("|---|---|---|---|---|---|")
+    for delay in args.delays:
+        baselines = []
+        common = {
+            "delay": delay,
+            "seconds": args.seconds,
+            "rate": args.rate,
+            "probe": args.probe_interval,
+        }
+        for _ in range(args.runs):
+            base = await one_run("none", changes=0, **common)
+            baselines.append(base.longest_gap() * 1000)
+        for way in args.ways:
+            pauses: list[float] = []
+            lost: list[int] = []
+            reconnects: list[int] = []
+            for _ in range(args.runs):
+                run = await one_run(way, changes=args.changes, **common)
+                # A pause is the longest gap before the next change (or the end of the run).
+                window = args.seconds / (args.changes + 1)
+                pauses.extend(p * 1000 for p in run.gaps_after_changes(window))
+                lost.append(run.lost())
+                reconnects.append(run.reconnects)
+            print(
+                f"| {2 * delay * 1000:g} ms | {way} "
+                f"| {statistics.median(pauses):.0f} ({max(pauses):.0f}) "
+                f"| {statistics.median(baselines):.0f} | {statistics.median(lost):g} "
+                f"| {statistics.median(reconnects):g} |",
+                flush=True,
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.migration", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=200.0, help="events per second")
+    parser.add_argument("--changes", type=int, default=5, help="address changes per run")
+    parser.add_argument(
+        "--delays", type=float, nargs="+", default=[0.0, 0.025], help="one-way delay, s"
+    )
+    parser.add_argument(
+        "--probe-interval", type=float, default=1.0, help="the client's, in s (its default)"
+    )
+    parser.add_argument("--ways", nargs="+", default=list(WAYS[1:]), choices=WAYS[1:])
+    args = parser.parse_args(argv)
+    if not 1 <= args.runs <= 20 or not 0 < args.seconds <= 120 or not 0 < args.rate <= 5000:
+        sys.exit("runs must be 1-20, seconds 0-120, rate 0-5000")
+    asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()
