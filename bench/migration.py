@@ -51,10 +51,6 @@ class Run:
             pauses.append(max(b - a for a, b in itertools.pairwise(inside)))
         return pauses
 
-    def longest_gap(self) -> float:
-        times = sorted(self.arrivals.values())
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
 
 async def one_run(
     way: str, *, delay: float, seconds: float, rate: float, changes: int, probe: float | None
@@ -87,7 +83,7 @@ async def one_run(
             await server.wait_subscribed("feed")
             start = loop.time()
             every = seconds / (changes + 1)
-            next_change = start + every if way != "none" else float("inf")
+            next_change = start + every
             moves: set[asyncio.Future[bool]] = set()
             while (now := loop.time()) < start + seconds:
                 # Paced by the clock, so that a slow loop catches up instead of drifting.
@@ -97,7 +93,9 @@ async def one_run(
                     run.published += 1
                 if now >= next_change and len(run.changes) < changes:
                     run.changes.append(loop.time())
-                    if way == "rebind":
+                    if way == "none":
+                        pass  # the baseline: the same instants, nothing moves
+                    elif way == "rebind":
                         moves.add(asyncio.ensure_future(client.rebind()))
                     else:
                         await relay.move(Move(way))
@@ -116,11 +114,13 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"client probe_interval {args.probe_interval} s\n")
     print(
         "| added RTT | how the address changes | pause per change, median (max), ms "
-        "| longest gap in a run without changes, ms | events lost | reconnects |"
+        "| same, no change (baseline), ms | events lost | reconnects |"
     )
     print("|---|---|---|---|---|---|")
     for delay in args.delays:
-        baselines = []
+        # A pause is the longest gap between two events from a change to the next one.
+        window = args.seconds / (args.changes + 1)
+        baselines: list[float] = []
         common = {
             "delay": delay,
             "seconds": args.seconds,
@@ -128,23 +128,22 @@ async def bench(args: argparse.Namespace) -> None:
             "probe": args.probe_interval,
         }
         for _ in range(args.runs):
-            base = await one_run("none", changes=0, **common)
-            baselines.append(base.longest_gap() * 1000)
+            base = await one_run("none", changes=args.changes, **common)
+            baselines.extend(p * 1000 for p in base.gaps_after_changes(window))
+        baseline = f"{statistics.median(baselines):.0f} ({max(baselines):.0f})"
         for way in args.ways:
             pauses: list[float] = []
             lost: list[int] = []
             reconnects: list[int] = []
             for _ in range(args.runs):
                 run = await one_run(way, changes=args.changes, **common)
-                # A pause is the longest gap before the next change (or the end of the run).
-                window = args.seconds / (args.changes + 1)
                 pauses.extend(p * 1000 for p in run.gaps_after_changes(window))
                 lost.append(run.lost())
                 reconnects.append(run.reconnects)
             print(
                 f"| {2 * delay * 1000:g} ms | {way} "
                 f"| {statistics.median(pauses):.0f} ({max(pauses):.0f}) "
-                f"| {statistics.median(baselines):.0f} | {statistics.median(lost):g} "
+                f"| {baseline} | {statistics.median(lost):g} "
                 f"| {statistics.median(reconnects):g} |",
                 flush=True,
             )

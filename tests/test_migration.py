@@ -194,6 +194,35 @@ async def warm_up(proc, rec: Recorder) -> None:
     rec.messages.clear()
 
 
+@pytest.mark.skipif(
+    BACKEND != "qh3", reason="aioquic clients: test_ten_address_changes_lose_nothing, in process"
+)
+@pytest.mark.parametrize("mode", list(Move), ids=[m.value for m in Move])
+async def test_ten_address_changes_of_a_qh3_client_lose_nothing(aioquic_server_process, mode):
+    proc, address = aioquic_server_process
+    host, port = address.rsplit(":", 1)
+    async with UdpRelay((host, int(port))) as relay:
+        c = client(relay.address, ["feed", "warm"], probe_interval=0.2, probe_timeout=STEP)
+        rec = Recorder(c)
+        async with c:
+            await warm_up(proc, rec)
+            sent = 0
+            for _ in range(10):
+                sent = await publish_lines(proc, sent, 20)
+                path = await relay.move(mode)
+                sent = await publish_lines(proc, sent, 20)
+                await asyncio.wait_for(path.reached.wait(), STEP)
+                await received(rec, sent)
+            assert [m.data for m in rec.messages] == [b"%d" % n for n in range(sent)]
+            assert rec.states == ["connecting", "connected"]
+
+
+async def publish_lines(proc, first: int, count: int) -> int:
+    proc.stdin.write(b"".join(b"feed %d\n" % n for n in range(first, first + count)))
+    await proc.stdin.drain()
+    return first + count
+
+
 async def test_ten_rebinds_lose_nothing(aioquic_server_process):
     proc, address = aioquic_server_process
     c = client(address, ["feed", "warm"], probe_timeout=STEP)
@@ -203,9 +232,7 @@ async def test_ten_rebinds_lose_nothing(aioquic_server_process):
         ports = {c.local_address}
         sent = 0
         for i in range(10):
-            proc.stdin.write(b"".join(b"feed %d\n" % n for n in range(sent, sent + 20)))
-            await proc.stdin.drain()
-            sent += 20
+            sent = await publish_lines(proc, sent, 20)
             assert await c.rebind()  # events in flight meanwhile
             assert c.migrations == i + 1
             ports.add(c.local_address)
@@ -250,6 +277,22 @@ async def test_rebind_falls_back_to_resume_when_the_server_lost_the_connection(p
             await second.wait_subscribed("feed")
             second.publish("feed", b"after")
             await eventually(lambda: rec.messages[-1].data == b"after", STEP)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"probe_interval": 0}, "probe_interval must be > 0 s or None, got 0"),
+        ({"probe_interval": -1.0}, "probe_interval must be > 0 s or None, got -1.0"),
+        ({"probe_timeout": 0.0}, "probe_timeout must be > 0 s, got 0.0"),
+    ],
+)
+def test_probe_settings_are_checked(kwargs, error):
+    from qsse_core import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as info:
+        client("127.0.0.1:9", ["feed"], **kwargs)
+    assert str(info.value) == error
 
 
 async def test_rebind_needs_a_connection():
