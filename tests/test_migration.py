@@ -4,6 +4,7 @@ client moves itself to a new socket (``Client.rebind()``)."""
 
 import asyncio
 import os
+import socket
 import sys
 
 import pytest
@@ -277,6 +278,20 @@ async def test_rebind_falls_back_to_resume_when_the_server_lost_the_connection(p
             await second.wait_subscribed("feed")
             second.publish("feed", b"after")
             await eventually(lambda: rec.messages[-1].data == b"after", STEP)
+
+
+async def test_closing_during_a_rebind_ends_it_with_false():
+    async with Server(["feed"]) as server, UdpRelay(("127.0.0.1", server.port)) as relay:
+        c = client(relay.address, ["feed"], probe_timeout=STEP)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))  # takes datagrams, never answers
+            async with c:
+                await server.wait_subscribed("feed")
+                await relay.retarget(silent.getsockname())
+                moving = asyncio.create_task(c.rebind())
+                await eventually(lambda: c.state is ConnectionState.PROBING)
+            assert await asyncio.wait_for(moving, STEP) is False
+            assert c.state is ConnectionState.CLOSED
 
 
 @pytest.mark.parametrize(

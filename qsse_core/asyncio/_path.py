@@ -53,7 +53,7 @@ class PathWatch:
     :param transport: the connected datagram transport it was dialled on.
     :param probe_interval: seconds of silence from the server before a PING; None: never.
     :param probe_timeout: seconds to wait for an answer to a probe, on the old path or a new one.
-    :param on_state: told ``(PROBING, why)`` when a move starts and ``(MIGRATED, where)``
+    :param on_state: told ``(PROBING, why)`` when a move starts and ``(MIGRATED, why)``
         when the server answered on the new path.
     :param on_dead: told why when the server did not answer on a new path.
     """
@@ -108,7 +108,14 @@ class PathWatch:
         :returns: True when the server answered there; False when it did not and the
             connection was given up (``on_dead``).
         """
-        return await asyncio.shield(self._begin(reason))
+        move = self._begin(reason)
+        try:
+            return await asyncio.shield(move)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if move.cancelled() and not (current is not None and current.cancelling()):
+                return False  # the connection closed meanwhile, not the caller's doing
+            raise
 
     def _begin(self, reason: str) -> asyncio.Task[bool]:
         if self._move is None:
@@ -146,8 +153,8 @@ class PathWatch:
             if self._move is not None:
                 await asyncio.shield(self._move)
                 continue
-            # RFC 9000 section 9.3.3: only a packet from the client tells the server where
-            # it is now; a PING is the smallest one that asks for an answer.
+            # RFC 9000 section 9.3: only a non-probing packet from the client tells the
+            # server where it is now; a PING is the smallest one that asks for an answer.
             self._hearing = self._loop.create_future()
             self._ping()
             try:
@@ -181,7 +188,10 @@ class PathWatch:
         old, self.transport, self._path = self.transport, path.transport, path
         # RFC 9000 section 9.5: a new path gets a connection ID not used on the old one, so
         # that an observer cannot link the two; then a PING to learn the server is there.
-        self.protocol.quic.change_connection_id()
+        try:
+            self.protocol.quic.change_connection_id()
+        except Exception as exc:  # qh3 with no spare ID: the old one still works, linkably
+            logger.info("keeping the connection ID on the new path: %s", exc)
         self.protocol._transport = _Connected(self.transport)  # type: ignore[assignment]
         self._ping()
         try:
