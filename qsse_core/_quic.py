@@ -152,10 +152,11 @@ def path_address(quic: QuicConnection) -> Any:
 
     aioquic keeps the active path first in its list (RFC 9000 section 9.3: a server moves
     to a client's new address on its first non-probing packet from there); qh3's core
-    reports it as ``(id, local, remote, ...)``.
+    reports it as ``(id, local, remote, ...)``. Asked of the object, not of :data:`BACKEND`,
+    so that it holds whichever library made the connection.
     """
-    if BACKEND == "qh3":
-        core: Any = getattr(quic, "_core", None)
-        return core.active_path[2] if core is not None else None
-    paths = quic._network_paths
-    return paths[0].addr if paths else None
+    paths: Any = getattr(quic, "_network_paths", None)
+    if paths is not None:
+        return paths[0].addr if paths else None
+    core: Any = getattr(quic, "_core", None)
+    return core.active_path[2] if core is not None else None

@@ -100,6 +100,8 @@ async def test_qh3_server_keeps_three_address_changes_and_drops_the_fourth():
                 sent = publish(server, sent, 5)
                 await asyncio.wait_for(path.reached.wait(), STEP)
                 await received(rec, sent)
+            migrated = server.metrics.path_migrations.labels(protocol=c.alpn_protocol)
+            assert migrated._value.get() == 3
             path = await relay.move(Move.KILL)  # a fifth path: past it
             sent = publish(server, sent, 5)
             # The client's probes reach the server from the new port; it never answers there.
