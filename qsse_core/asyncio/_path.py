@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from .._state import ConnectionState
-from ._protocol import QsseProtocol, _Connected
+from ._protocol import QsseProtocol
 
 __all__ = ["PathWatch"]
 
@@ -44,6 +44,10 @@ class _Path(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         self.watch._error(self, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Ends the connection's timers when this was its socket, as for the first one.
+        self.watch.protocol.connection_lost(exc)
 
 
 class PathWatch:
@@ -192,7 +196,7 @@ class PathWatch:
             self.protocol.quic.change_connection_id()
         except Exception as exc:  # qh3 with no spare ID: the old one still works, linkably
             logger.info("keeping the connection ID on the new path: %s", exc)
-        self.protocol._transport = _Connected(self.transport)  # type: ignore[assignment]
+        self.protocol.switch_transport(self.transport)
         self._ping()
         try:
             failure = await asyncio.wait_for(asyncio.shield(path.answered), self.probe_timeout)
