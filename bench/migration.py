@@ -4,7 +4,9 @@ A server publishes numbered events at a steady rate to one subscriber that reach
 the UDP relay of ``tests/relay.py``; the relay moves the connection to a new source port a few
 times per run (each way of ``Move``), optionally with delay added in each direction. One more
 run without moves is the baseline: its longest gap between two events is what the machine and
-the delay cost by themselves. A client-initiated run calls ``Client.rebind()`` instead.
+the delay cost by themselves. A client-initiated run calls ``Client.rebind()`` instead (and
+the relay gives the new socket a new port, as a NAT maps each socket to its own). A pause is
+the longest wait for the next event that began between a change and the next one.
 
     python -m bench.migration                    # 3 runs per row, ~4 min
     python -m bench.migration --runs 1 --seconds 4 --delays 0   # a quick look
@@ -23,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 
 from qsse_core import Client, ConnectionState, Message, ReconnectPolicy, Server
-from qsse_core._quic import BACKEND
+from qsse_core._quic import client_backend, server_backend
 from tests.relay import Move, UdpRelay
 
 WAYS = ("none", *(m.value for m in Move), "rebind")
@@ -35,30 +37,36 @@ class Run:
     arrivals: dict[int, float] = field(default_factory=dict)
     changes: list[float] = field(default_factory=list)
     reconnects: int = 0
+    end: float = 0.0
 
     def lost(self) -> int:
         return self.published - len(self.arrivals)
 
-    def gaps_after_changes(self, window: float) -> list[float]:
-        """Per change: the longest gap between two arrivals in ``window`` s after it."""
+    def pauses(self, until: float) -> list[float]:
+        """Per change: the longest wait for the next event that began between the change and
+        the next one (or ``until``), however long it lasted."""
         times = sorted(self.arrivals.values())
-        pauses = []
-        for at in self.changes:
-            inside = [t for t in times if at - 0.1 <= t <= at + window]
-            if len(inside) < 2:
-                pauses.append(window)
-                continue
-            pauses.append(max(b - a for a, b in itertools.pairwise(inside)))
-        return pauses
+        ends = [*self.changes[1:], until]
+        return [
+            max((b - a for a, b in itertools.pairwise(times) if at - 0.1 <= a < end), default=0.0)
+            for at, end in zip(self.changes, ends, strict=True)
+        ]
 
 
 async def one_run(
-    way: str, *, delay: float, seconds: float, rate: float, changes: int, probe: float | None
+    way: str,
+    *,
+    delay: float,
+    seconds: float,
+    rate: float,
+    changes: int,
+    probe: float | None,
+    server_backend: str | None,
 ) -> Run:
     loop = asyncio.get_running_loop()
     run = Run()
     async with (
-        Server(["feed"]) as server,
+        Server(["feed"], quic_backend=server_backend) as server,
         UdpRelay(("127.0.0.1", server.port), delay=delay) as relay,
     ):
         client = Client(
@@ -96,6 +104,9 @@ async def one_run(
                     if way == "none":
                         pass  # the baseline: the same instants, nothing moves
                     elif way == "rebind":
+                        # The client's new socket gets a new mapping at the NAT as well,
+                        # and the old network is gone once it speaks.
+                        await relay.move(Move.DROP_AT_NEXT)
                         moves.add(asyncio.ensure_future(client.rebind()))
                     else:
                         await relay.move(Move(way))
@@ -105,11 +116,15 @@ async def one_run(
             while len(run.arrivals) < run.published and loop.time() < deadline:
                 await asyncio.sleep(0.05)
             await asyncio.gather(*moves, return_exceptions=True)
+            run.end = loop.time()
     return run
 
 
 async def bench(args: argparse.Namespace) -> None:
-    print(f"server and client on {BACKEND}, {args.rate:g} events/s for {args.seconds:g} s")
+    print(
+        f"server on {server_backend(args.server_backend).name}, client on {client_backend().name}, "
+        f"{args.rate:g} events/s for {args.seconds:g} s"
+    )
     print(f"{args.changes} changes per run, medians of {args.runs} runs,")
     print(f"client probe_interval {args.probe_interval} s\n")
     print(
@@ -118,18 +133,17 @@ async def bench(args: argparse.Namespace) -> None:
     )
     print("|---|---|---|---|---|---|")
     for delay in args.delays:
-        # A pause is the longest gap between two events from a change to the next one.
-        window = args.seconds / (args.changes + 1)
         baselines: list[float] = []
         common = {
             "delay": delay,
             "seconds": args.seconds,
             "rate": args.rate,
             "probe": args.probe_interval,
+            "server_backend": args.server_backend,
         }
         for _ in range(args.runs):
             base = await one_run("none", changes=args.changes, **common)
-            baselines.extend(p * 1000 for p in base.gaps_after_changes(window))
+            baselines.extend(p * 1000 for p in base.pauses(base.end))
         baseline = f"{statistics.median(baselines):.0f} ({max(baselines):.0f})"
         for way in args.ways:
             pauses: list[float] = []
@@ -137,7 +151,7 @@ async def bench(args: argparse.Namespace) -> None:
             reconnects: list[int] = []
             for _ in range(args.runs):
                 run = await one_run(way, changes=args.changes, **common)
-                pauses.extend(p * 1000 for p in run.gaps_after_changes(window))
+                pauses.extend(p * 1000 for p in run.pauses(run.end))
                 lost.append(run.lost())
                 reconnects.append(run.reconnects)
             print(
@@ -161,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--probe-interval", type=float, default=1.0, help="the client's, in s (its default)"
     )
+    parser.add_argument("--server-backend", choices=("aioquic", "qh3"), default=None)
     parser.add_argument("--ways", nargs="+", default=list(WAYS[1:]), choices=WAYS[1:])
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 20 or not 0 < args.seconds <= 120 or not 0 < args.rate <= 5000:
