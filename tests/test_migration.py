@@ -183,6 +183,9 @@ async def test_ten_rebinds_lose_nothing():
         async with c:
             await server.wait_subscribed("feed")
             ports = {c.local_address}
+            (session,) = server._sessions
+            # The connection ID the client addresses the server by (aioquic's host_cid).
+            ids = {session.protocol.quic.host_cid}
             sent = 0
             for i in range(10):
                 sent = publish(server, sent, 20)
@@ -190,6 +193,8 @@ async def test_ten_rebinds_lose_nothing():
                 assert c.migrations == i + 1
                 ports.add(c.local_address)
                 await received(rec, sent)
+                ids.add(session.protocol.quic.host_cid)
+            assert len(ids) == 11  # RFC 9000 section 9.5: a new connection ID per path
             assert [m.data for m in rec.messages] == [b"%d" % n for n in range(sent)]
             assert len(ports) == 11  # a new socket each time
             assert rec.states == ["connecting", "connected"] + ["probing", "migrated"] * 10
