@@ -120,7 +120,8 @@ async def one_run(
     return run
 
 
-async def bench(args: argparse.Namespace) -> None:
+async def bench(args: argparse.Namespace) -> list[dict[str, float | str]]:
+    rows: list[dict[str, float | str]] = []
     print(
         f"server on {server_backend(args.server_backend).name}, client on {client_backend().name}, "
         f"{args.rate:g} events/s for {args.seconds:g} s"
@@ -154,6 +155,15 @@ async def bench(args: argparse.Namespace) -> None:
                 pauses.extend(p * 1000 for p in run.pauses(run.end))
                 lost.append(run.lost())
                 reconnects.append(run.reconnects)
+            row: dict[str, float | str] = {
+                "rtt_added": 2 * delay,
+                "way": way,
+                "pause_median_ms": statistics.median(pauses),
+                "pause_max_ms": max(pauses),
+                "lost": statistics.median(lost),
+                "reconnects": statistics.median(reconnects),
+            }
+            rows.append(row)
             print(
                 f"| {2 * delay * 1000:g} ms | {way} "
                 f"| {statistics.median(pauses):.0f} ({max(pauses):.0f}) "
@@ -161,9 +171,11 @@ async def bench(args: argparse.Namespace) -> None:
                 f"| {statistics.median(reconnects):g} |",
                 flush=True,
             )
+    return rows
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
+    """Run the benchmark; returns the table's rows (pauses in ms, others per run)."""
     parser = argparse.ArgumentParser(prog="python -m bench.migration", description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -180,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 20 or not 0 < args.seconds <= 120 or not 0 < args.rate <= 5000:
         sys.exit("runs must be 1-20, seconds 0-120, rate 0-5000")
-    asyncio.run(bench(args))
+    return asyncio.run(bench(args))
 
 
 if __name__ == "__main__":
