@@ -204,6 +204,20 @@ async def test_ten_rebinds_lose_nothing():
             assert migrated._value.get() == 10
 
 
+async def test_rebind_over_ipv6():
+    async with Server(["feed"], host="::1", quic_backend="aioquic") as server:
+        c = client(server.address, ["feed"], probe_timeout=STEP)
+        rec = Recorder(c)
+        async with c:
+            await server.wait_subscribed("feed")
+            for i in range(3):
+                publish(server, i, 1)
+                assert await c.rebind()
+                await received(rec, i + 1)
+            assert c.local_address[0] == "::1"
+            assert rec.states == ["connecting", "connected"] + ["probing", "migrated"] * 3
+
+
 async def test_rebind_falls_back_to_resume_when_the_server_lost_the_connection(protocol):
     history = MemoryHistory()
     async with (
