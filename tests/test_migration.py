@@ -267,6 +267,21 @@ async def test_closing_during_a_rebind_ends_it_with_false():
             assert c.state is ConnectionState.CLOSED
 
 
+async def test_probes_of_an_idle_connection_back_off_until_data_flows_again():
+    async with aioquic_server() as server:
+        c = client(server.address, ["feed"], probe_interval=0.05, probe_timeout=STEP)
+        waits = []  # the silence the next probe waits for, as each event arrives
+        c.on_message(lambda message: waits.append(c._path._wait))
+        async with c:
+            await server.wait_subscribed("feed")
+            # Each answered probe doubles the wait, up to 16 intervals.
+            await eventually(lambda: c._path._wait == pytest.approx(0.8), STEP)
+            publish(server, 0, 1)
+            await eventually(lambda: waits != [], STEP)
+            assert waits == [pytest.approx(0.05)]
+            assert c.state is ConnectionState.CONNECTED
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [

@@ -135,6 +135,8 @@ class Client:
     :param probe_interval: seconds without a datagram from the server after which the client
         sends a PING, so that the server learns a new address (RFC 9000 section 9) and a dead
         path is noticed; None: never (a quiet path then dies unnoticed until the idle timeout).
+        While the server sends no data the wait doubles after each answered probe, up to 16
+        intervals; data from the server resets it.
     :param probe_timeout: seconds a probe may go unanswered before the path counts as dead
         and the client moves to a new socket (:meth:`rebind`), and before a new socket that
         hears nothing makes it reconnect instead.

@@ -8,6 +8,10 @@ that goes unanswered too, or the socket reports an error, it moves the connectio
 local socket with a new connection ID (section 9.5) and probes the server there. No answer
 within ``probe_timeout`` on the new path means the server no longer has the connection; the
 client then falls back to reconnecting (and resuming, on qsse/2).
+
+While the server sends no data and answers the probes, the silence before each probe doubles,
+up to 16 intervals, so that an idle subscriber does not cost its server a packet a second;
+the first data from the server brings it back to ``probe_interval``.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ import socket
 from collections.abc import Callable
 from typing import Any, cast
 
+from .._quic import QuicEvent, StreamDataReceived
 from .._state import ConnectionState
 from ._protocol import QsseProtocol
 
 __all__ = ["PathWatch"]
 
 logger = logging.getLogger("qsse.client")
+
+# Probes of a quiet connection back off up to this many probe intervals.
+_MAX_BACKOFF = 16
 
 
 class _Path(asyncio.DatagramProtocol):
@@ -87,8 +95,12 @@ class PathWatch:
         self._closed = False
         self._gave_up = False
         protocol.on_datagram = self._heard
+        self._next_on_quic_event = protocol.on_quic_event
+        protocol.on_quic_event = self._on_quic_event
         protocol.on_error_received = lambda exc: self._error(None, exc)
         self._task: asyncio.Task[None] | None = None
+        # Silence before the next probe (see the module's docstring).
+        self._wait = probe_interval or 0.0
         if probe_interval is not None:
             self._task = asyncio.create_task(self._watch(probe_interval))
 
@@ -138,6 +150,11 @@ class PathWatch:
         if self._hearing is not None and not self._hearing.done():
             self._hearing.set_result(None)
 
+    def _on_quic_event(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            self._wait = self.probe_interval or 0.0  # data flows: probe soon after it stops
+        self._next_on_quic_event(event)
+
     def _error(self, path: _Path | None, exc: Exception) -> None:
         if self._closed:
             return
@@ -151,8 +168,8 @@ class PathWatch:
     async def _watch(self, interval: float) -> None:
         while not (self._closed or self._gave_up):
             silent = self._loop.time() - self._heard_at
-            if silent < interval:
-                await asyncio.sleep(interval - silent)
+            if silent < self._wait:
+                await asyncio.sleep(self._wait - silent)
                 continue
             if self._move is not None:
                 await asyncio.shield(self._move)
@@ -163,6 +180,7 @@ class PathWatch:
             self._ping()
             try:
                 await asyncio.wait_for(self._hearing, self.probe_timeout)
+                self._wait = min(2 * self._wait, _MAX_BACKOFF * interval)
             except TimeoutError:
                 await self.rebind(f"no answer to a probe within {self.probe_timeout:g} s")
             finally:
