@@ -176,6 +176,20 @@ async def test_a_socket_error_moves_the_client_to_a_new_socket():
             assert c.local_address != first and c.migrations == 1
 
 
+async def test_a_socket_error_on_the_new_socket_too_ends_the_connection_at_once():
+    async with aioquic_server() as server, UdpRelay(("127.0.0.1", server.port)) as relay:
+        # A probe timeout far beyond the test's wait: only the errors can end it this soon.
+        c = client(relay.address, ["feed"], probe_interval=0.2, probe_timeout=10 * STEP)
+        rec = Recorder(c)
+        await c.connect()
+        await server.wait_subscribed("feed")
+        relay.refuse()  # for good: the server is unreachable from any socket
+        await asyncio.wait_for(c.wait_closed(), STEP)
+        assert rec.states == ["connecting", "connected", "probing", "lost", "gave_up"]
+        assert c.error is not None and "the new socket failed too: " in str(c.error)
+        await c.close()
+
+
 async def test_ten_rebinds_lose_nothing():
     async with aioquic_server() as server:
         c = client(server.address, ["feed"], probe_timeout=STEP)

@@ -224,7 +224,7 @@ class PathWatch:
             # What the old socket still heard fed the connection meanwhile.
             old.close()
         if failure is not None:
-            return self._dead(f"{reason}; no answer on a new path: {failure}")
+            return self._dead(f"{reason}; the new socket failed too: {failure}")
         self.migrations += 1
         host, port = self.local_address
         logger.info("connection moved to %s:%d (%s)", host, port, reason)
