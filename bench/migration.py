@@ -8,7 +8,7 @@ the delay cost by themselves. A client-initiated run calls ``Client.rebind()`` i
 the relay gives the new socket a new port, as a NAT maps each socket to its own). A pause is
 the longest wait for the next event that began between a change and the next one.
 
-    python -m bench.migration                    # 3 runs per row, ~4 min
+    python -m bench.migration                    # 3 runs per row, ~10 min
     python -m bench.migration --runs 1 --seconds 4 --delays 0   # a quick look
 
 Every run is bounded: ``--seconds`` of publishing, then at most 5 s for the last events.
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     """Run the benchmark; returns the table's rows (pauses in ms, others per run)."""
     parser = argparse.ArgumentParser(prog="python -m bench.migration", description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=float, default=200.0, help="events per second")
     parser.add_argument("--changes", type=int, default=5, help="address changes per run")
     parser.add_argument(

@@ -27,7 +27,8 @@ class Move(enum.Enum):
     #: the old port closes when the client's next datagram leaves by the new one.
     DROP_AT_NEXT = "drop"
     #: the old port closes at once, before the client says anything: a quiet client must
-    #: notice by itself, or the server keeps sending to a dead address.
+    #: notice by itself, or the server keeps sending to a dead address. Datagrams still in
+    #: the relay's delay line from the old port die with it (the client's network is gone).
     KILL = "kill"
 
 
@@ -38,6 +39,7 @@ class _Path(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.from_server = 0
         self.reached = asyncio.Event()
+        self.killed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -45,7 +47,7 @@ class _Path(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.from_server += 1
         self.reached.set()
-        self.relay._to_client(data)
+        self.relay._to_client(self, data)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP from a closed server port: the datagram is lost, as on a network
@@ -170,6 +172,7 @@ class UdpRelay:
         old = self.current
         path = await self._open_path()
         if mode is Move.KILL:
+            old.killed = True
             old.close()
         elif mode is Move.DROP_AT_NEXT:
             self._drop_at_next.append(old)
@@ -223,8 +226,8 @@ class UdpRelay:
             self._drop_at_next.clear()
         self._later(self._send_to_server, path, data)
 
-    def _to_client(self, data: bytes) -> None:
-        self._later(self._send_to_client, data)
+    def _to_client(self, path: _Path, data: bytes) -> None:
+        self._later(self._send_to_client, path, data)
 
     def _later(self, send: Any, *args: Any) -> None:
         if not self.delay:
@@ -246,8 +249,8 @@ class UdpRelay:
         if path.transport is not None:
             path.transport.sendto(data)
 
-    def _send_to_client(self, data: bytes) -> None:
-        if self._client in self._silenced:
+    def _send_to_client(self, path: _Path, data: bytes) -> None:
+        if self._client in self._silenced or path.killed:
             self.dropped += 1
         elif self._front is not None and self._client is not None:
             self._front.sendto(data, self._client)
