@@ -32,6 +32,7 @@ from typing import (
 import msgspec
 
 from ._codes import ErrorCode
+from ._depth import MAX_DEPTH, json_depth_exceeds, msgpack_depth_exceeds
 from ._exceptions import ConfigurationError, ValidationError
 from ._framing2 import ContentType
 from ._history import HistoryPolicy, MemoryHistory
@@ -313,17 +314,16 @@ class Topic(Generic[P, E]):
         """Decode a payload of this topic: JSON, or MessagePack when ``content_type`` says so.
 
         :raises ValueError: naming what was expected and where, when ``data`` does not fit
-            (nested too deeply for Python's recursion limit included).
+            (also when it nests deeper than ``MAX_DEPTH``, 64 levels).
         """
-        decoder = self._msgpack_decoder if content_type == ContentType.MSGPACK else self._decoder
+        msgpack = content_type == ContentType.MSGPACK
+        if (msgpack_depth_exceeds if msgpack else json_depth_exceeds)(data):
+            raise ValueError(f"payload nested deeper than {MAX_DEPTH} levels")
+        decoder = self._msgpack_decoder if msgpack else self._decoder
         try:
             return decoder.decode(data)
-        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError: a DecodeError
             raise ValueError(str(exc)) from None
-        except RecursionError:
-            # msgspec recurses once per level of a self-referencing record: a payload nested
-            # past Python's limit (a few hundred KiB of "[{" suffice) is refused, not raised.
-            raise ValueError("payload nested too deeply to decode") from None
 
 
 @final

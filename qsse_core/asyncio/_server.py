@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import inspect
 import logging
@@ -22,6 +23,7 @@ from .._exceptions import ConfigurationError, LocalProtocolError
 from .._framing import ALPN_QSSE1, encode_error, encode_event
 from .._framing2 import (
     ALPN_QSSE2,
+    MAX_WIRE_INT,
     ContentType,
     GapFrame,
     SubscribeStatus,
@@ -36,6 +38,7 @@ from .._quic import (
     QuicConfiguration,
     QuicConnection,
     QuicEvent,
+    path_address,
     send_backlog,
     server_backend,
 )
@@ -79,6 +82,10 @@ _AUTHORIZED_TOPICS = 1024
 _Held = tuple[tuple[bytes, int, str], str | None]
 
 _Request = HelloReceived | OfferReceived | SubscribeRequested | UnsubscribeRequested
+
+
+def _ignore(event: QsseEvent) -> None:
+    """What a dropped session's protocol hands its late events to."""
 
 
 class _Outbox:
@@ -128,6 +135,7 @@ class _Session:
         "next_sub_id",
         "offer_timer",
         "outbox",
+        "path",
         "pending",
         "protocol",
         "requests",
@@ -153,6 +161,7 @@ class _Session:
         self.closed = False
         self.last_write = 0.0
         self.offer_timer: asyncio.TimerHandle | None = None
+        self.path: Any = path_address(protocol.quic)  # where the client is, seen last
         # Concrete topics reached through pattern subscriptions -> the authorizer's answer.
         self.authorized: dict[str, bool] = {}
         # Concrete topics whose answer an async authorizer has not given yet.
@@ -397,6 +406,7 @@ class Server:
         await asyncio.gather(*workers, return_exceptions=True)
         if self._keepalive is not None:
             await asyncio.gather(self._keepalive, return_exceptions=True)
+            self._keepalive = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -584,12 +594,6 @@ class Server:
         assert isinstance(conn, Qsse2ServerConnection)
         if not session.welcomed:
             return  # the HELLO was refused and the connection is closing
-        if request.last_id is not None and not 0 <= request.last_id < _VARINT_LIMIT:
-            # Event ids are QUIC varints (an EVENT carries one): this position cannot be one,
-            # and the gap it would start (last_id + 1) might not even be writable.
-            reason = f"SUBSCRIBE last_id {request.last_id} is not an event id (0 to 2**62 - 1)"
-            self._refuse(session, ErrorCode.MALFORMED_FRAME, reason)
-            return
         topic = request.topic
         label = self._table.admit(topic)
         status, reason = SubscribeStatus.OK, ""
@@ -602,6 +606,10 @@ class Server:
             status, reason = SubscribeStatus.NOT_AUTHORIZED, "not authorized"
         if session.closed:
             return
+        if status == SubscribeStatus.OK and conn.stream_credit <= 0:
+            # Opened anyway, the stream would wait forever (aioquic) or fail (qh3).
+            status = SubscribeStatus.LIMIT_REACHED
+            reason = "the client allows no more subscription streams (QUIC MAX_STREAMS)"
         if status != SubscribeStatus.OK or label is None:
             conn.answer_subscribe(request.request_id, status, topic, reason=reason)
             return
@@ -649,8 +657,10 @@ class Server:
         after = last_id
         if epoch != history.epoch or last_id > history.last_id:
             why = _EPOCH if epoch != history.epoch else _UNISSUED
+            # The largest position (MAX_WIRE_INT) has no successor a frame can carry.
+            first = min(last_id + 1, MAX_WIRE_INT)
             for d in labels:
-                outbox.gaps[d] = [last_id + 1, -1, why]
+                outbox.gaps[d] = [first, -1, why]
             after = 0
         now = time.time()
         streams = []
@@ -727,16 +737,25 @@ class Server:
             session.offer_timer.cancel()
         self._sessions.discard(session)
         self.metrics.connections.labels(protocol=session.conn.alpn_protocol).dec()
+        outboxes = [sub.outbox for sub in session.subscriptions.values()]
         for sub in list(session.subscriptions.values()):
             self._unsubscribe(sub)
-            self._dirty.discard(sub.outbox)
         if session.outbox is not None:
-            self._dirty.discard(session.outbox)
+            outboxes.append(session.outbox)
+        for outbox in outboxes:
+            # Free what was queued now: the QUIC connection (and through its callbacks this
+            # session) lives on for its draining period, or until the server forgets it.
+            self._dirty.discard(outbox)
+            outbox.frames.clear()
+            outbox.gaps.clear()
+            outbox.size = 0
         session.blocked.clear()
         session.requests.clear()
         for waiting in session.pending.values():
             waiting.cancel()
         session.pending.clear()
+        session.protocol.on_qsse_event = _ignore
+        session.protocol.on_datagram = None
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -1003,18 +1022,37 @@ class Server:
             session = outbox.session
             if session.closed:
                 continue
-            self._drain(outbox)
+            try:
+                self._drain(outbox)
+            except Exception as exc:
+                self._failed(session, exc)
+                continue
             touched.add(session)
         now = time.monotonic()
         for session in touched:
             if not session.closed:
                 session.last_write = now
-                session.protocol.transmit()
+                try:
+                    session.protocol.transmit()
+                except Exception as exc:
+                    self._failed(session, exc)
         end = time.perf_counter()
         observe = self.metrics.publish_write_latency.observe
         for started in self._publish_times:
             observe(end - started)
         self._publish_times.clear()
+
+    def _failed(self, session: _Session, exc: Exception) -> None:
+        """Serving one session raised: close it alone, so the flush goes on for the others."""
+        if session.closed:
+            return
+        logger.error("closing %s: serving it failed: %r", self._peer(session), exc, exc_info=exc)
+        # The session is dropped whatever state its QUIC connection is left in.
+        with contextlib.suppress(Exception):
+            session.conn.close(ErrorCode.UNKNOWN, "internal server error")
+            session.protocol.transmit()
+        self.metrics.protocol_errors.labels(reason=ErrorCode.UNKNOWN.name.lower()).inc()
+        self._drop(session)
 
     def _drain(self, outbox: _Outbox) -> None:
         session = outbox.session
@@ -1031,6 +1069,7 @@ class Server:
                     # The peer closed or reset it before we heard: forget this subscriber now.
                     logger.info("stream %d of %s is gone", outbox.stream_id, self._peer(session))
                     conn.close(ErrorCode.UNEXPECTED_STREAM, "subscription stream was reset")
+                    session.protocol.transmit()  # the flush transmits only live sessions
                     self._drop(session)
                     return
         if outbox.frames:
@@ -1093,22 +1132,47 @@ class Server:
             self.metrics.events_dropped.labels(topic=label, reason="slow_consumer").inc()
 
     def _on_datagram(self, session: _Session) -> None:
+        path = path_address(session.protocol.quic)
+        if path != session.path:
+            self._migrated(session, path)
         # Acknowledgements free window space. Waiting frames move on in the next flush, with
         # everything else, rather than in a write and a transmit per acknowledgement.
         if session.blocked and not session.closed:
             self._dirty.update(session.blocked)
             self._schedule_flush()
 
+    def _migrated(self, session: _Session, path: Any) -> None:
+        # The QUIC library already moved the connection to the client's new address; count
+        # it so operators see how often subscribers change networks.
+        logger.info("connection %s moved to %s", session.path, path)
+        session.path = path
+        self.metrics.path_migrations.labels(protocol=session.conn.alpn_protocol).inc()
+
     async def _keepalive_loop(self) -> None:
         interval = self.limits.keepalive_interval
         while True:
             await asyncio.sleep(interval / 2)
-            now = time.monotonic()
-            for session in list(self._sessions):
-                if not session.closed and now - session.last_write >= interval:
+            # In a function of its own: a loop variable here would keep the last session
+            # (and its QUIC connection) alive across every sleep, long after it left.
+            self._ping_quiet(interval)
+
+    def _ping_quiet(self, interval: float) -> None:
+        now = time.monotonic()
+        for session in list(self._sessions):
+            if not session.closed and now - session.last_write >= interval:
+                try:
                     session.protocol.quic.send_ping(0)
-                    session.last_write = now
+                except Exception as exc:
+                    # qh3 raises when the connection closed before the event saying so was
+                    # handled: forget it now rather than end the loop for everyone.
+                    logger.info("connection %s is gone: %s", self._peer(session), exc)
+                    self._drop(session)
+                    continue
+                session.last_write = now
+                try:
                     session.protocol.transmit()
+                except Exception as exc:
+                    self._failed(session, exc)
 
 
 # The largest value of a QUIC variable-length integer (RFC 9000 section 16).
