@@ -6,11 +6,15 @@ from ._exceptions import (
     ConfigurationError,
     ConnectError,
     ConnectionClosedError,
+    HandshakeError,
     LocalProtocolError,
+    NoCommonProtocolError,
     ProtocolError,
     QsseError,
     RemoteProtocolError,
+    TLSError,
     ValidationError,
+    VersionNegotiationError,
 )
 from ._framing2 import ContentType, SubscribeStatus
 from ._history import HistoryPolicy, HistoryStore, MemoryHistory, StoredEvent
@@ -36,6 +40,7 @@ __all__ = [
     "ErrorHandler",
     "Gap",
     "GapHandler",
+    "HandshakeError",
     "HistoryPolicy",
     "HistoryStore",
     "Limits",
@@ -44,6 +49,7 @@ __all__ = [
     "Message",
     "MessageHandler",
     "Metrics",
+    "NoCommonProtocolError",
     "ProtocolError",
     "QUIC_BACKEND",
     "QsseError",
@@ -54,6 +60,8 @@ __all__ = [
     "StateHandler",
     "StoredEvent",
     "SubscribeStatus",
+    "TLSError",
     "ValidationError",
+    "VersionNegotiationError",
     "topic_matches",
 ]

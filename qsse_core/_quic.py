@@ -27,6 +27,7 @@ __all__ = [
     "StreamDataReceived",
     "StreamReset",
     "peer_address",
+    "peer_idle_timeout",
     "send_backlog",
     "serve",
     "set_certificate",
@@ -144,3 +145,15 @@ def peer_address(quic: QuicConnection) -> str:
         addr = paths[0].addr
         return f"{addr[0]}:{addr[1]}"
     return "?"
+
+
+def peer_idle_timeout(quic: QuicConnection) -> float | None:
+    """The peer's ``max_idle_timeout`` transport parameter in seconds; None when it sent none
+    (or 0, which means none, RFC 9000 section 18.2) or the handshake has not told it yet."""
+    if BACKEND == "qh3":
+        tls: Any = getattr(quic, "_tls", None)
+        params: Any = getattr(tls, "remote_transport_parameters", None)
+        millis = getattr(params, "max_idle_timeout", None)
+        return millis / 1000 if millis else None
+    seconds = quic._remote_max_idle_timeout
+    return seconds if seconds else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -14,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .._codes import ErrorCode
-from .._config import Limits
+from .._config import Limits, keepalive_interval
 from .._connection import QsseServerConnection
 from .._connection2 import Qsse2ServerConnection
 from .._exceptions import ConfigurationError, LocalProtocolError
@@ -37,6 +38,7 @@ from .._quic import (
     QuicEvent,
     QuicServer,
     peer_address,
+    peer_idle_timeout,
     send_backlog,
     serve,
     set_certificate,
@@ -221,6 +223,9 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: set[_Session] = set()
         self._keepalive: asyncio.Task[None] | None = None
+        # Seconds the keep-alive loop sleeps; a peer needing PINGs sooner wakes it.
+        self._keepalive_tick = 0.0
+        self._keepalive_wake = asyncio.Event()
         # Routing: subscription topic -> subscriptions (one entry per subscription).
         self._subs: dict[str, list[_Subscription]] = {}
         self._wildcards: set[str] = set()
@@ -401,6 +406,10 @@ class Server:
         self.metrics.connections.labels(protocol=conn.alpn_protocol).inc()
         protocol.on_qsse_event = lambda ev: self._session_event(session, ev)
         protocol.on_datagram = lambda: self._on_datagram(session)
+        limits = self.limits
+        peer_idle = peer_idle_timeout(protocol.quic)
+        if keepalive_interval(limits.idle_timeout, peer_idle) / 2 < self._keepalive_tick:
+            self._keepalive_wake.set()
         assert self._loop is not None
         session.offer_timer = self._loop.call_later(
             self.limits.offer_timeout, self._offer_timed_out, session
@@ -865,12 +874,23 @@ class Server:
             self._schedule_flush()
 
     async def _keepalive_loop(self) -> None:
-        interval = self.limits.keepalive_interval
+        # Each connection's interval follows the idle timeout negotiated with its peer, which
+        # may be far shorter than ours; the loop wakes at half the shortest one.
+        limits = self.limits
         while True:
-            await asyncio.sleep(interval / 2)
+            self._keepalive_wake.clear()
+            shortest = keepalive_interval(limits.idle_timeout, None, limits.keepalive_interval)
             now = time.monotonic()
             for session in list(self._sessions):
+                quic = session.protocol.quic
+                interval = keepalive_interval(
+                    limits.idle_timeout, peer_idle_timeout(quic), limits.keepalive_interval
+                )
+                shortest = min(shortest, interval)
                 if not session.closed and now - session.last_write >= interval:
-                    session.protocol.quic.send_ping(0)
+                    quic.send_ping(0)
                     session.last_write = now
                     session.protocol.transmit()
+            self._keepalive_tick = max(shortest / 2, 0.01)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keepalive_wake.wait(), self._keepalive_tick)
