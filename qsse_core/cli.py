@@ -18,7 +18,7 @@ from ._config import ReconnectPolicy
 from ._exceptions import ConnectError, QsseError
 from ._framing import ALPN_QSSE1
 from ._framing2 import ALPN_QSSE2
-from ._state import Gap, Message
+from ._state import ConnectionState, Gap, Message, StateChange
 from .asyncio import Client, Server
 
 
@@ -158,17 +158,37 @@ async def _sub(
         last = "?" if gap.last_id is None else gap.last_id
         print(f"gap {gap.topic}: ids {gap.first_id}..{last} lost ({gap.reason})", file=sys.stderr)
 
+    def on_state(change: StateChange) -> None:
+        # One line per change a user waiting on a quiet terminal needs to see.
+        if change.state is ConnectionState.LOST:
+            print(f"qsse: connection lost: {change.reason}", file=sys.stderr)
+        elif change.state is ConnectionState.RETRYING:
+            print(
+                f"qsse: retry {change.attempt} in {change.delay:.1f} s ({change.reason})",
+                file=sys.stderr,
+            )
+
     client.on_message(on_message)
     client.on_error(on_error)
     client.on_gap(on_gap)
-    try:
-        await client.connect()
-    except ConnectError as exc:
-        print(f"qsse: {exc}", file=sys.stderr)
-        return 1
+    client.on_state(on_state)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    _on_signals(loop, stop)
+    _on_signals(loop, stop)  # before connecting: --retry may dial for a long time
+    connecting = asyncio.ensure_future(client.connect())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        await client.close()
+        return 0
+    if isinstance(connecting.exception(), ConnectError):
+        print(f"qsse: {connecting.exception()}", file=sys.stderr)
+        await client.close()
+        return 1
+    connecting.result()
     waiters = [
         asyncio.ensure_future(client.wait_closed()),
         asyncio.ensure_future(enough.wait()),
