@@ -513,3 +513,22 @@ async def test_a_subscriber_blocked_too_long_hears_slow_consumer_not_idle_timeou
     finally:
         proc.kill()
         proc.communicate(timeout=10)
+
+
+# -- 7. Go parity at the byte level --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "offer", [b'{"Topics":["a&b"]}\n', b'{"topics":["a&b"],"token":null}\n', b"null\n"]
+)
+async def test_server_reads_offers_and_writes_topics_as_go_does(offer):
+    async with Server(["a&b"]) as server, raw_connect(server.port) as raw:
+        raw.send(2, offer, end_stream=True)
+        if offer == b"null\n":  # Go reads it as an empty offer: accepted, no topics
+            await eventually(lambda: server.connection_count == 1)
+            assert raw.terminated is None and server.subscription_count() == 0
+            return
+        await server.wait_subscribed("a&b", timeout=5)
+        assert server.publish("a&b", b"x") == 1
+        await eventually(lambda: raw.stream_data.endswith(b"\n"))
+        assert bytes(raw.stream_data) == b'{"topic":"a\\u0026b","data":"eA=="}\n'

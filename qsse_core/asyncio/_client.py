@@ -213,7 +213,12 @@ class Client:
     # -- registration -------------------------------------------------------------------------
 
     def on(self, pattern: str, handler: MessageHandler) -> None:
-        """Call ``handler`` for each event whose topic matches ``pattern``."""
+        """Call ``handler`` for each event whose topic matches ``pattern``.
+
+        Matching is Go qsse's (``path/filepath.Match``). Unlike Go's ``SetEventHandler``, which
+        keeps one handler per topic string, every handler registered is called: several parts
+        of a program may watch the same topic without knowing of each other.
+        """
         try:
             validate_pattern(pattern)
         except ValueError as exc:
@@ -221,7 +226,12 @@ class Client:
         self._handlers.append((pattern, handler))
 
     def on_message(self, handler: MessageHandler) -> None:
-        """Call ``handler`` for each event that no pattern handler matched."""
+        """Call ``handler`` for each event that no pattern handler matched.
+
+        This is Go's rule for the handler of ``SetMessageHandler``: an event goes to every
+        matching topic handler, and to the catch-all only when none matched (error events go
+        to the error handlers instead). Every catch-all registered is called.
+        """
         self._message_handlers.append(handler)
 
     def on_error(self, handler: ErrorHandler) -> None:
