@@ -33,8 +33,8 @@ from .._quic import (
     QuicConfiguration,
     QuicConnection,
     QuicEvent,
+    client_backend,
     peer_idle_timeout,
-    skip_verification,
 )
 from .._state import ConnectionState, Gap, Message, StateChange
 from .._topics import topic_matches, validate_pattern
@@ -436,14 +436,15 @@ class Client:
         self._finish()
 
     def _configuration(self) -> QuicConfiguration:
-        config = QuicConfiguration(
+        backend = client_backend()
+        config = backend.configuration(
             is_client=True,
             alpn_protocols=list(self.protocols),
             server_name=self.server_name,
             idle_timeout=self.idle_timeout,
         )
         if self.insecure:
-            skip_verification(config)
+            backend.skip_verification(config)
         elif self.cafile is not None:
             try:
                 config.load_verify_locations(self.cafile)
@@ -630,7 +631,12 @@ class Client:
                 waiter.set_result(SubscribeStatus(event.status))
         elif isinstance(event, GapReceived):
             topic = self._subscription_topics.get(event.subscription_id, "")
-            if event.last_id is not None and event.last_id > self._positions.get(topic, 0):
+            if event.last_id is None:
+                # The server cannot vouch for our position (another epoch, or an id it never
+                # issued): what follows is everything it holds, so the position starts over.
+                if topic in self._positions:
+                    self._positions[topic] = 0
+            elif event.last_id > self._positions.get(topic, 0):
                 self._positions[topic] = event.last_id
             self._gap(
                 Gap(event.topic, event.first_id, event.last_id, event.reason, subscription=topic)
@@ -748,10 +754,10 @@ def _spell(addr: Any) -> str:
 class _ClientProtocol(QsseProtocol):
     """A client's QUIC protocol that notices when its socket is gone.
 
-    The QUIC libraries send from their timers; once the transport is closed, their sends
-    fail (or are dropped with a log line each) and the timer is never re-armed, so the
-    connection would hang as it was. Here the first sign of a dead transport cancels the
-    timer and reports once through :attr:`on_transport_lost`.
+    QUIC sends from its timers; once the transport is closed (or ``sendto`` raises, as
+    uvloop's does on a closing transport), nothing more can be sent and the connection
+    would hang as it was, CONNECTED. Here the first sign of a dead transport stops the
+    timer and reports once through :attr:`on_transport_lost`, so the client reconnects.
     """
 
     def __init__(self, quic: QuicConnection) -> None:
@@ -772,6 +778,7 @@ class _ClientProtocol(QsseProtocol):
             self.stop(f"cannot send: {exc!r}")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
         self.stop(f"UDP transport closed: {exc}" if exc is not None else "UDP transport closed")
 
     def stop(self, reason: str) -> None:
@@ -779,11 +786,7 @@ class _ClientProtocol(QsseProtocol):
         if self.dead:
             return
         self.dead = True
-        for name in ("_timer", "_transmit_task"):
-            handle: asyncio.Handle | None = getattr(self, name, None)
-            if handle is not None:
-                handle.cancel()
-                setattr(self, name, None)
+        self._cancel_timer()
         self.on_transport_lost(reason)
 
 
@@ -803,7 +806,7 @@ class _Link:
         self.where = _spell(addr)
         self.configuration = configuration
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.quic = QuicConnection(configuration=self._windows(configuration))
+        self.quic = client_backend().connection(self._windows(configuration))
         self.protocol = _ClientProtocol(self.quic)
         self.transport: asyncio.DatagramTransport | None = None
         self.alpn: str | None = None
