@@ -436,6 +436,49 @@ async def test_close_after_the_transport_died_does_not_raise():
         assert c.state is ConnectionState.CLOSED
 
 
+_CRASHING_SERVER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from qsse_core import Server
+
+    async def main():
+        async with Server(["t"]) as server:
+            print(server.port, flush=True)
+            await server.wait_subscribed("t", timeout=30)
+            print("subscribed", flush=True)
+            await asyncio.sleep(60)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_server_that_died_is_noticed_before_the_idle_timeout():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_SERVER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(await asyncio.to_thread(proc.stdout.readline))
+        # Keep-alive every second; the idle timeout would take 30 s to say anything.
+        c = client(f"127.0.0.1:{port}", ["t"], keepalive_interval=1)
+        changes = _states(c)
+        await c.connect()
+        assert await asyncio.to_thread(proc.stdout.readline) == b"subscribed\n"
+        proc.kill()  # no close frame: the next PING meets a closed port
+        await asyncio.to_thread(proc.wait, 10)
+        await asyncio.wait_for(c.wait_closed(), 15)
+        lost = [ch for ch in changes if ch.state is ConnectionState.LOST]
+        assert lost and "server port closed" in lost[0].reason, lost
+        await c.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
 # -- 6. reasons reach the user -------------------------------------------------------------------
 
 

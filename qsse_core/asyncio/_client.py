@@ -865,6 +865,10 @@ class _Link:
         # An ICMP error (port unreachable) fails a dial at once instead of at its timeout.
         if not self._handshake.done():
             self._fail(ConnectError(str(exc) or type(exc).__name__))
+        elif isinstance(exc, ConnectionRefusedError):
+            # Later, nothing listens on the server's port any more: whatever comes back
+            # there cannot know this connection, so waiting for the idle timeout is pointless.
+            self.protocol.stop(f"server port closed: {exc}")
 
     def _transport_lost(self, reason: str) -> None:
         self._stop_keepalive()
