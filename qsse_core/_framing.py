@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from ._codes import ErrorCode
+from ._depth import MAX_DEPTH, json_depth_exceeds
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from .events import ErrorReceived, EventReceived
 
@@ -95,16 +96,14 @@ def decode_offer(line: bytes) -> Offer:
     ``null`` topic is ``""``); other keys are ignored. Where Go would fail to decode, the
     server closes the connection instead of staying silent as Go's does.
 
-    :raises RemoteProtocolError: with code MALFORMED_OFFER, naming what is wrong and where.
+    :raises RemoteProtocolError: with code MALFORMED_OFFER, naming what is wrong and where
+        (also for JSON nested deeper than ``MAX_DEPTH``).
     """
+    _check_depth(line, "offer", ErrorCode.MALFORMED_OFFER)
     try:
         fields = _offer_keys_decoder.decode(line)
     except msgspec.DecodeError as exc:
         raise _malformed_offer(exc, "") from exc
-    except RecursionError as exc:
-        raise RemoteProtocolError(
-            "malformed offer: JSON nested too deeply", ErrorCode.MALFORMED_OFFER
-        ) from exc
     offer = Offer()
     for key, raw in (fields or {}).items():  # a null offer is an empty one, as in Go
         name = key if key in _offer_field_decoders else key.casefold()
@@ -151,6 +150,14 @@ def _go_escape(text: str, encoded: bytes) -> bytes:
     return _GO_ESCAPED_JSON.sub(lambda m: _GO_ESCAPES[m.group()], encoded)
 
 
+def _check_depth(text: bytes, what: str, code: ErrorCode) -> None:
+    # msgspec recurses per level: bound the depth before it can exhaust the stack.
+    if json_depth_exceeds(text):
+        raise RemoteProtocolError(
+            f"malformed {what}: JSON nested deeper than {MAX_DEPTH} levels", code
+        )
+
+
 def encode_event(topic: str, data: bytes) -> bytes:
     """One event line, newline included; encoded once however many subscribers get it."""
     buf = bytearray()
@@ -171,17 +178,20 @@ def encode_error(code: int, data: Mapping[str, Any]) -> bytes:
 def decode_frame(line: bytes) -> EventReceived | ErrorReceived:
     """Parse one line from the server's stream (without its newline).
 
-    :raises RemoteProtocolError: with code MALFORMED_FRAME, naming what is wrong.
+    :raises RemoteProtocolError: with code MALFORMED_FRAME, naming what is wrong (also for
+        JSON nested deeper than ``MAX_DEPTH``).
     """
+    _check_depth(line, "event", ErrorCode.MALFORMED_FRAME)
     try:
         event = _event_decoder.decode(line)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise RemoteProtocolError(f"malformed event: {exc}", ErrorCode.MALFORMED_FRAME) from exc
     if event.topic != ERROR_TOPIC:
         return EventReceived(topic=event.topic, data=event.data)
+    _check_depth(event.data, "error event", ErrorCode.MALFORMED_FRAME)
     try:
         error = _error_decoder.decode(event.data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise RemoteProtocolError(
             f"malformed error event: {exc}", ErrorCode.MALFORMED_FRAME
         ) from exc

@@ -17,7 +17,7 @@ from typing import Any
 from .._codes import ErrorCode
 from .._config import ReconnectPolicy, check_keepalive, keepalive_interval
 from .._connection import QsseClientConnection
-from .._connection2 import Qsse2ClientConnection
+from .._connection2 import SUBSCRIPTION_STREAMS, Qsse2ClientConnection
 from .._exceptions import (
     ConfigurationError,
     ConnectError,
@@ -34,6 +34,7 @@ from .._quic import (
     QuicConnection,
     QuicEvent,
     client_backend,
+    grant_unidirectional_streams,
     peer_idle_timeout,
 )
 from .._state import ConnectionState, Gap, Message, StateChange
@@ -786,7 +787,7 @@ class _ClientProtocol(QsseProtocol):
         if self.dead:
             return
         self.dead = True
-        self._cancel_timer()
+        self.abort()
         self.on_transport_lost(reason)
 
 
@@ -807,6 +808,8 @@ class _Link:
         self.configuration = configuration
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.quic = client_backend().connection(self._windows(configuration))
+        # A qsse/2 server opens a stream per subscription: allow one for each we may ask for.
+        grant_unidirectional_streams(self.quic, max(SUBSCRIPTION_STREAMS, len(client._wanted)))
         self.protocol = _ClientProtocol(self.quic)
         self.transport: asyncio.DatagramTransport | None = None
         self.alpn: str | None = None
