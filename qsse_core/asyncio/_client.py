@@ -958,14 +958,21 @@ class _Link:
         return ConnectError(f"no handshake within {self.client.connect_timeout:g} s")
 
     def adopt(self, keepalive: float) -> None:
-        """Hand held events to the client and start sending keep-alive PINGs."""
-        held, self._held = self._held or [], None
-        for event in held:
-            self.client._on_event(event)
+        """Hand held events to the client, once ``connect()`` has returned, and start sending
+        keep-alive PINGs."""
+        loop = asyncio.get_running_loop()
+        # Soon rather than now: handlers registered right after connect() returns see the
+        # events (error events of refused topics, say) that came with the handshake.
+        loop.call_soon(self._release)
         if self.lost.done():
             return
         self._keepalive_every = keepalive
-        self._keepalive = asyncio.get_running_loop().call_later(keepalive, self._ping)
+        self._keepalive = loop.call_later(keepalive, self._ping)
+
+    def _release(self) -> None:
+        held, self._held = self._held or [], None  # later events go straight to the client
+        for event in held:
+            self.client._on_event(event)
 
     def _ping(self) -> None:
         # Unconditional: a PING every third of the idle timeout costs a packet or two, and
