@@ -1,8 +1,10 @@
 """qsse: typed server-sent events over QUIC, wire-compatible with Go qsse."""
 
+from ._broker import Broker, BrokerListener, ReplicaHistory
 from ._codes import ErrorCode
 from ._config import Limits, ReconnectPolicy
 from ._exceptions import (
+    BrokerError,
     ConfigurationError,
     ConnectError,
     ConnectionClosedError,
@@ -19,13 +21,25 @@ from ._metrics import Metrics
 from ._quic import BACKEND as QUIC_BACKEND
 from ._state import ConnectionState, Gap, Message, StateChange
 from ._topics import topic_matches
-from .asyncio import Client, ErrorHandler, GapHandler, MessageHandler, Server, StateHandler
+from .asyncio import (
+    Client,
+    ErrorHandler,
+    GapHandler,
+    MemoryBroker,
+    MessageHandler,
+    RedisBroker,
+    Server,
+    StateHandler,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Authenticator",
     "Authorizer",
+    "Broker",
+    "BrokerError",
+    "BrokerListener",
     "Client",
     "ConfigurationError",
     "ConnectError",
@@ -40,6 +54,7 @@ __all__ = [
     "HistoryStore",
     "Limits",
     "LocalProtocolError",
+    "MemoryBroker",
     "MemoryHistory",
     "Message",
     "MessageHandler",
@@ -48,7 +63,9 @@ __all__ = [
     "QUIC_BACKEND",
     "QsseError",
     "ReconnectPolicy",
+    "RedisBroker",
     "RemoteProtocolError",
+    "ReplicaHistory",
     "Server",
     "StateChange",
     "StateHandler",
