@@ -15,12 +15,12 @@ from ._exceptions import (
     ValidationError,
 )
 from ._framing2 import ContentType, SubscribeStatus
-from ._history import HistoryPolicy, HistoryStore, MemoryHistory, StoredEvent
+from ._history import EPOCH_MAX, HistoryPolicy, HistoryStore, MemoryHistory, StoredEvent, new_epoch
 from ._hooks import Authenticator, Authorizer
 from ._metrics import Metrics
 from ._quic import BACKEND as QUIC_BACKEND
 from ._state import ConnectionState, Gap, Message, StateChange
-from ._topics import topic_matches
+from ._topics import is_pattern, topic_matches
 from .asyncio import (
     Client,
     ErrorHandler,
@@ -46,6 +46,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionState",
     "ContentType",
+    "EPOCH_MAX",
     "ErrorCode",
     "ErrorHandler",
     "Gap",
@@ -72,5 +73,7 @@ __all__ = [
     "StoredEvent",
     "SubscribeStatus",
     "ValidationError",
+    "is_pattern",
+    "new_epoch",
     "topic_matches",
 ]

@@ -1,59 +1,69 @@
-"""The QUIC library under qsse: aioquic by default, or qh3 (a Rust-core fork of aioquic with
-the same API, several times cheaper per packet).
+"""The QUIC libraries under qsse: aioquic, and qh3 (a Rust-core fork of aioquic, same API).
 
-``QSSE_QUIC_BACKEND`` chooses: ``aioquic``, ``qh3``, or ``auto`` (the default: qh3 when it
-is installed, as ``pip install qsse[fast]`` does, else aioquic). Everything qsse needs from
-the library is named here, so the rest of the code never asks which one it runs on. Types
-are checked against aioquic's; qh3 mirrors them.
+Each role picks its library: servers run on aioquic, clients on qh3 when it is installed
+(``pip install qsse[fast]``), else aioquic. qh3 servers fail zero-length connection IDs (the
+choice of quic-go, Chrome and MsQuic clients) and keep at most four network paths per
+connection, which ends connection migration; see ``docs/quic-backends.md``.
+
+Environment overrides, most specific first: ``QSSE_QUIC_SERVER_BACKEND`` or
+``QSSE_QUIC_CLIENT_BACKEND`` for one role, then ``QSSE_QUIC_BACKEND`` for both; each is
+``aioquic``, ``qh3`` or ``auto``. Everything qsse needs from a library is named here, so the
+rest of the code never asks which one it runs on. Types are checked against aioquic's; qh3
+mirrors them. Both libraries can serve in one process at once (e.g. a qh3 client talking to
+an aioquic server), so the event classes below match either library's events.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import os
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from ._exceptions import ConfigurationError
 
 __all__ = [
     "BACKEND",
+    "BACKEND_NAMES",
+    "ConnectionIdIssued",
+    "ConnectionIdRetired",
     "ConnectionTerminated",
     "HandshakeCompleted",
+    "QuicBackend",
     "QuicConfiguration",
     "QuicConnection",
-    "QuicConnectionProtocol",
     "QuicEvent",
-    "QuicServer",
-    "QuicStreamHandler",
     "StreamDataReceived",
     "StreamReset",
-    "peer_address",
+    "backend",
+    "client_backend",
     "send_backlog",
-    "serve",
-    "set_certificate",
-    "set_congestion_control",
-    "skip_verification",
+    "server_backend",
     "write",
 ]
 
+BackendName = Literal["aioquic", "qh3"]
+#: The QUIC libraries qsse runs on.
+BACKEND_NAMES: Final = ("aioquic", "qh3")
 
-def _choose() -> str:
-    wanted = os.environ.get("QSSE_QUIC_BACKEND", "auto").strip().lower() or "auto"
-    if wanted not in ("auto", "aioquic", "qh3"):
-        raise ImportError(f"QSSE_QUIC_BACKEND must be auto, aioquic or qh3, got {wanted!r}")
-    if wanted == "auto":
-        return "qh3" if importlib.util.find_spec("qh3") is not None else "aioquic"
-    return wanted
+_EVENT_NAMES = (
+    "ConnectionIdIssued",
+    "ConnectionIdRetired",
+    "ConnectionTerminated",
+    "HandshakeCompleted",
+    "QuicEvent",
+    "StreamDataReceived",
+    "StreamReset",
+)
 
-
-#: The QUIC library in use: ``"aioquic"`` or ``"qh3"``.
-BACKEND = _choose()
-
-if TYPE_CHECKING or BACKEND == "aioquic":
-    from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
-    from aioquic.asyncio.server import QuicServer, serve
+if TYPE_CHECKING:
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
     from aioquic.quic.events import (
+        ConnectionIdIssued,
+        ConnectionIdRetired,
         ConnectionTerminated,
         HandshakeCompleted,
         QuicEvent,
@@ -61,17 +71,147 @@ if TYPE_CHECKING or BACKEND == "aioquic":
         StreamReset,
     )
 else:
-    from qh3.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
-    from qh3.asyncio.server import QuicServer, serve
-    from qh3.quic.configuration import QuicConfiguration
-    from qh3.quic.connection import QuicConnection
-    from qh3.quic.events import (
-        ConnectionTerminated,
-        HandshakeCompleted,
-        QuicEvent,
-        StreamDataReceived,
-        StreamReset,
-    )
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    def _event_classes(name: str) -> tuple[type, ...]:
+        # Every installed library's class, for isinstance(): an event from either matches.
+        found = [getattr(importlib.import_module("aioquic.quic.events"), name)]
+        if importlib.util.find_spec("qh3") is not None:
+            found.append(getattr(importlib.import_module("qh3.quic.events"), name))
+        return tuple(found)
+
+    globals().update({name: _event_classes(name) for name in _EVENT_NAMES})
+
+
+class QuicBackend:
+    """One QUIC library: makes configurations and connections, and hides its quirks.
+
+    Obtain one with :func:`server_backend`, :func:`client_backend` or :func:`backend`.
+    """
+
+    def __init__(self, name: BackendName) -> None:
+        self.name: BackendName = name
+        root = f"{name}.quic"
+        self._configuration: type[QuicConfiguration] = importlib.import_module(
+            f"{root}.configuration"
+        ).QuicConfiguration
+        self._connection: type[QuicConnection] = importlib.import_module(
+            f"{root}.connection"
+        ).QuicConnection
+        self._packet: Any = importlib.import_module(f"{root}.packet")
+
+    def __repr__(self) -> str:
+        return f"QuicBackend({self.name!r})"
+
+    def configuration(self, **kwargs: Any) -> QuicConfiguration:
+        """A ``QuicConfiguration`` of this library (aioquic's keyword arguments)."""
+        return self._configuration(**kwargs)
+
+    def connection(
+        self,
+        configuration: QuicConfiguration,
+        original_destination_connection_id: bytes | None = None,
+    ) -> QuicConnection:
+        """A ``QuicConnection`` of this library: a client's, or a server's for a new peer."""
+        return self._connection(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_connection_id,
+        )
+
+    def version_negotiation(
+        self, source_cid: bytes, destination_cid: bytes, versions: list[int]
+    ) -> bytes:
+        """A Version Negotiation packet (RFC 9000 section 17.2.1) answering a peer."""
+        data: bytes = self._packet.encode_quic_version_negotiation(
+            source_cid=source_cid,
+            destination_cid=destination_cid,
+            supported_versions=versions,
+        )
+        return data
+
+    def set_certificate(self, config: QuicConfiguration, chain_pem: bytes, key_pem: bytes) -> None:
+        """Give ``config`` an in-memory certificate chain (PEM, leaf first) and key (PKCS#8)."""
+        if self.name == "qh3":
+            # qh3 takes PEM data where aioquic takes file names.
+            config.load_cert_chain(chain_pem, key_pem)  # type: ignore[arg-type]
+            return
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        leaf, *chain = x509.load_pem_x509_certificates(chain_pem)
+        config.certificate = leaf
+        config.certificate_chain = chain
+        config.private_key = load_pem_private_key(key_pem, password=None)
+
+    def set_congestion_control(self, config: QuicConfiguration, algorithm: str) -> None:
+        """Choose the congestion controller (aioquic: ``reno`` or ``cubic``).
+
+        :raises ValueError: on qh3, whose controller is fixed.
+        """
+        if not hasattr(config, "congestion_control_algorithm"):
+            raise ValueError(f"the {self.name} backend has a fixed congestion controller")
+        config.congestion_control_algorithm = algorithm
+
+    def skip_verification(self, config: QuicConfiguration) -> None:
+        """Accept any server certificate (Go qsse servers' cannot be verified)."""
+        config.verify_mode = ssl.CERT_NONE
+        if self.name == "qh3":
+            config.verify_hostname = False  # type: ignore[attr-defined]
+
+
+def _wanted(role: str) -> str:
+    for variable in (f"QSSE_QUIC_{role.upper()}_BACKEND", "QSSE_QUIC_BACKEND"):
+        value = os.environ.get(variable, "").strip().lower()
+        if value:
+            if value not in ("auto", *BACKEND_NAMES):
+                raise ConfigurationError(f"{variable} must be auto, aioquic or qh3, got {value!r}")
+            return value
+    return "auto"
+
+
+def backend(name: str) -> QuicBackend:
+    """The backend of library ``name`` (``aioquic`` or ``qh3``), loaded once.
+
+    :raises ConfigurationError: for another name, or qh3 when it is not installed.
+    """
+    if name not in BACKEND_NAMES:
+        raise ConfigurationError(f"QUIC backend must be aioquic or qh3, got {name!r}")
+    if name == "qh3" and importlib.util.find_spec("qh3") is None:
+        raise ConfigurationError("QUIC backend qh3 asked for but not installed (qsse[fast])")
+    return _load(name)
+
+
+@functools.cache
+def _load(name: BackendName) -> QuicBackend:
+    return QuicBackend(name)
+
+
+def server_backend(name: str | None = None) -> QuicBackend:
+    """The library a server runs on: ``name``, else the environment's, else aioquic.
+
+    aioquic by default because qh3 2.1 servers refuse clients with zero-length connection
+    IDs and lose connections after their fourth address change (``docs/quic-backends.md``).
+    """
+    wanted = name or _wanted("server")
+    return backend("aioquic" if wanted == "auto" else wanted)
+
+
+def client_backend(name: str | None = None) -> QuicBackend:
+    """The library a client runs on: ``name``, else the environment's, else qh3 if installed.
+
+    qh3 clients complete handshakes with aioquic and quic-go servers and cost several times
+    less per packet; aioquic otherwise.
+    """
+    wanted = name or _wanted("client")
+    if wanted == "auto":
+        wanted = "qh3" if importlib.util.find_spec("qh3") is not None else "aioquic"
+    return backend(wanted)
+
+
+#: The library servers run on unless told otherwise, as the environment said at import:
+#: ``"aioquic"`` or ``"qh3"``. Clients: :func:`client_backend`.
+BACKEND: str = server_backend().name
 
 
 def write(quic: QuicConnection, stream_id: int, data: bytes, end_stream: bool = False) -> bool:
@@ -95,52 +235,12 @@ def send_backlog(quic: QuicConnection, stream_id: int) -> int:
     (read from the stream sender's offsets). qh3 reports the bytes not yet sent once; bytes in
     flight are bounded by its congestion window.
     """
-    if BACKEND == "qh3":
-        size: int = quic.get_send_buffer_size(stream_id)  # type: ignore[attr-defined]
+    buffered = getattr(quic, "get_send_buffer_size", None)  # qh3
+    if buffered is not None:
+        size: int = buffered(stream_id)
         return size
     stream = quic._streams.get(stream_id)
     if stream is None:
         return 0
     sender = stream.sender
     return sender._buffer_stop - sender._buffer_start
-
-
-def set_certificate(config: QuicConfiguration, chain_pem: bytes, key_pem: bytes) -> None:
-    """Give ``config`` an in-memory certificate chain (PEM, leaf first) and key (PKCS#8)."""
-    if BACKEND == "qh3":
-        # qh3 takes PEM data where aioquic takes file names.
-        config.load_cert_chain(chain_pem, key_pem)  # type: ignore[arg-type]
-        return
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    leaf, *chain = x509.load_pem_x509_certificates(chain_pem)
-    config.certificate = leaf
-    config.certificate_chain = chain
-    config.private_key = load_pem_private_key(key_pem, password=None)
-
-
-def set_congestion_control(config: QuicConfiguration, algorithm: str) -> None:
-    """Choose the congestion controller (aioquic: ``reno`` or ``cubic``).
-
-    :raises ValueError: on qh3, whose controller is fixed.
-    """
-    if not hasattr(config, "congestion_control_algorithm"):
-        raise ValueError(f"the {BACKEND} backend has a fixed congestion controller")
-    config.congestion_control_algorithm = algorithm
-
-
-def skip_verification(config: QuicConfiguration) -> None:
-    """Accept any server certificate (Go qsse servers' cannot be verified)."""
-    config.verify_mode = ssl.CERT_NONE
-    if BACKEND == "qh3":
-        config.verify_hostname = False  # type: ignore[attr-defined]
-
-
-def peer_address(quic: QuicConnection) -> str:
-    """``host:port`` of the peer, for logs."""
-    paths: Any = getattr(quic, "_network_paths", None)
-    if paths:
-        addr = paths[0].addr
-        return f"{addr[0]}:{addr[1]}"
-    return "?"

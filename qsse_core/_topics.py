@@ -1,8 +1,17 @@
 """Topic patterns and routing, with no I/O.
 
-Patterns follow Go's ``path/filepath.Match`` on Unix, which Go qsse uses: ``*`` matches any run
-of characters but ``/`` (dots included), ``?`` one such character, ``[a-z]`` / ``[^a-z]`` a
-class, and ``\\`` escapes the next character.
+Patterns follow Go's ``path/filepath.Match`` on Unix, which Go qsse uses; every one of these
+characters makes a topic a pattern (:func:`is_pattern`):
+
+* ``*`` matches any run of characters except ``/``, dots included (``ride.*`` matches
+  ``ride.1`` and ``ride.1.status``);
+* ``?`` matches exactly one character except ``/``;
+* ``[...]`` matches one character of a class: ``[abc]``, ranges ``[a-z]``, negated
+  ``[^a-z]``; inside a class ``\\`` escapes the next character;
+* ``\\`` makes the next character literal (``ride\\*`` matches only ``ride*``).
+
+Topics are Unicode strings sent as UTF-8; a string that cannot be encoded (lone surrogates such
+as ``"\\udc80"``) is refused in declarations and by ``Server.publish``.
 """
 
 from __future__ import annotations
@@ -11,14 +20,29 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["TopicTable", "is_pattern", "topic_matches", "validate_pattern"]
+__all__ = ["TopicTable", "is_pattern", "topic_matches", "validate_pattern", "validate_topic"]
 
 _META = frozenset("*?[\\")
 
 
 def is_pattern(topic: str) -> bool:
-    """Whether ``topic`` holds any pattern syntax, i.e. may match other strings than itself."""
+    """Whether ``topic`` holds any pattern syntax (``*``, ``?``, ``[`` or ``\\``), i.e. may
+    match other strings than itself.
+
+    An authorizer uses it to tell a subscription to one topic from a subscription to many
+    (``is_pattern("ride.*") is True``, ``is_pattern("ride.1") is False``).
+    """
     return not _META.isdisjoint(topic)
+
+
+def validate_topic(topic: str) -> None:
+    """Raise :class:`ValueError` naming the problem when ``topic`` cannot be sent as UTF-8."""
+    try:
+        topic.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"topic {topic!r} is not valid UTF-8: {exc.reason} at index {exc.start}"
+        ) from None
 
 
 def _translate(pattern: str) -> str:
@@ -91,7 +115,12 @@ def validate_pattern(pattern: str) -> None:
 
 @lru_cache(maxsize=65536)
 def topic_matches(pattern: str, topic: str) -> bool:
-    """Whether ``topic`` matches ``pattern``; a malformed pattern matches nothing, as in Go."""
+    """Whether ``topic`` matches ``pattern`` (Go's ``filepath.Match``; the syntax is in this
+    module's docstring); a malformed pattern matches nothing, as in Go.
+
+    ``topic_matches("ride.*", "ride.1") is True``; a string without pattern syntax matches
+    only itself. Authorizers may use it to check a concrete topic against their own rules.
+    """
     if pattern == topic:
         return True
     if not is_pattern(pattern):
@@ -120,6 +149,7 @@ class TopicTable:
                 raise ValueError("topic names must not be empty")
             if topic == "error":
                 raise ValueError("'error' is reserved: qsse/1 sends error events on that topic")
+            validate_topic(topic)
             validate_pattern(topic)
             if topic not in declared:
                 declared.append(topic)
@@ -146,10 +176,13 @@ class TopicTable:
 
         As in Go, ``topic`` is a pattern over the declared topics; if it matches none of them
         but a declared pattern admits it, the event goes out on ``topic`` itself.
+
+        :raises ValueError: if ``topic`` cannot be encoded as UTF-8.
         """
         cached = self._publish_cache.get(topic)
         if cached is not None:
             return cached
+        validate_topic(topic)
         targets = tuple((d, d) for d in self.declared if topic_matches(topic, d))
         if not targets:
             label = self.admit(topic)

@@ -7,13 +7,7 @@ aioquic's own tests do, with time passed in explicitly.
 from __future__ import annotations
 
 from ._framing import ALPN_QSSE1
-from ._quic import (
-    QuicConfiguration,
-    QuicConnection,
-    QuicEvent,
-    set_certificate,
-    skip_verification,
-)
+from ._quic import QuicConnection, QuicEvent, server_backend
 from ._tls import self_signed
 
 __all__ = ["QuicPair"]
@@ -27,23 +21,29 @@ class QuicPair:
 
     :param alpn: the ALPN protocol both sides offer.
     :param max_stream_data: the per-stream receive window of both sides.
+    :param quic_backend: the QUIC library of both sides; the servers' default when None.
     """
 
-    def __init__(self, alpn: str = ALPN_QSSE1, max_stream_data: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        alpn: str = ALPN_QSSE1,
+        max_stream_data: int = 1024 * 1024,
+        quic_backend: str | None = None,
+    ) -> None:
+        backend = server_backend(quic_backend)
         cert = self_signed(["localhost"])
-        server_config = QuicConfiguration(
+        server_config = backend.configuration(
             is_client=False, alpn_protocols=[alpn], max_stream_data=max_stream_data
         )
-        set_certificate(server_config, cert.chain_pem, cert.key_pem)
-        client_config = QuicConfiguration(
+        backend.set_certificate(server_config, cert.chain_pem, cert.key_pem)
+        client_config = backend.configuration(
             is_client=True, alpn_protocols=[alpn], max_stream_data=max_stream_data
         )
-        skip_verification(client_config)
+        backend.skip_verification(client_config)
         self.now = 0.0
-        self.client = QuicConnection(configuration=client_config)
-        self.server = QuicConnection(
-            configuration=server_config,
-            original_destination_connection_id=self.client.original_destination_connection_id,
+        self.client = backend.connection(client_config)
+        self.server = backend.connection(
+            server_config, self.client.original_destination_connection_id
         )
         self.client.connect(_SERVER_ADDR, now=self.now)
 

@@ -28,7 +28,7 @@ from .._quic import (
     QuicConfiguration,
     QuicConnection,
     QuicEvent,
-    skip_verification,
+    client_backend,
 )
 from .._state import ConnectionState, Gap, Message, StateChange
 from .._topics import topic_matches, validate_pattern
@@ -405,14 +405,15 @@ class Client:
         self._finish()
 
     def _configuration(self) -> QuicConfiguration:
-        config = QuicConfiguration(
+        backend = client_backend()
+        config = backend.configuration(
             is_client=True,
             alpn_protocols=list(self.protocols),
             server_name=self.server_name,
             idle_timeout=self.idle_timeout,
         )
         if self.insecure:
-            skip_verification(config)
+            backend.skip_verification(config)
         elif self.cafile is not None:
             try:
                 config.load_verify_locations(self.cafile)
@@ -427,7 +428,8 @@ class Client:
         except OSError as exc:
             raise ConnectError(f"cannot resolve {self.host!r}: {exc}") from exc
         family, _, _, _, addr = infos[0]
-        quic = QuicConnection(configuration=self._configuration())
+        config = self._configuration()
+        quic = client_backend().connection(config)
         lost: asyncio.Future[ConnectionClosed] = loop.create_future()
         failed: asyncio.Future[Exception] = loop.create_future()
 
@@ -574,7 +576,12 @@ class Client:
                 waiter.set_result(SubscribeStatus(event.status))
         elif isinstance(event, GapReceived):
             topic = self._subscription_topics.get(event.subscription_id, "")
-            if event.last_id is not None and event.last_id > self._positions.get(topic, 0):
+            if event.last_id is None:
+                # The server cannot vouch for our position (another epoch, or an id it never
+                # issued): what follows is everything it holds, so the position starts over.
+                if topic in self._positions:
+                    self._positions[topic] = 0
+            elif event.last_id > self._positions.get(topic, 0):
                 self._positions[topic] = event.last_id
             self._gap(
                 Gap(event.topic, event.first_id, event.last_id, event.reason, subscription=topic)

@@ -1,4 +1,9 @@
-"""The protocol shared by server and client on the QUIC library: QUIC events in, qsse events out."""
+"""One QUIC connection on a datagram transport: QUIC events in, qsse events out.
+
+Our own protocol rather than the QUIC libraries' ``QuicConnectionProtocol``, so one class
+drives a connection of either library (a process may run a qh3 client beside an aioquic
+server), and so the server endpoint can keep each connection's connection IDs.
+"""
 
 from __future__ import annotations
 
@@ -8,78 +13,104 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from .._quic import (
-    BACKEND,
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    ConnectionTerminated,
     QuicConnection,
-    QuicConnectionProtocol,
     QuicEvent,
-    QuicStreamHandler,
 )
 from ..events import QsseEvent
 
-__all__ = ["QsseProtocol"]
+__all__ = ["QsseProtocol", "format_address"]
 
 logger = logging.getLogger("qsse.quic")
+
+Address = tuple[Any, ...]
 
 
 class _Connection(Protocol):
     def handle_event(self, event: QuicEvent) -> list[QsseEvent]: ...
 
 
-class _Connected:
-    """A datagram transport on a connected socket, sending without an address.
-
-    The QUIC libraries pass the peer address to every ``sendto``; uvloop (rightly) refuses an
-    address on a connected socket, which clients use to hear ICMP errors.
-    """
-
-    def __init__(self, transport: asyncio.DatagramTransport) -> None:
-        self._transport = transport
-
-    def sendto(self, data: bytes, addr: Any = None) -> None:
-        self._transport.sendto(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+def format_address(addr: Address) -> str:
+    """``host:port``, IPv6 hosts in brackets, for logs and for clients to dial."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class QsseProtocol(QuicConnectionProtocol):
+def _ignore(*args: Any) -> None:
+    return None
+
+
+class QsseProtocol(asyncio.DatagramProtocol):
     """Feeds each QUIC event to a sans-I/O qsse connection and hands its events on.
 
     The qsse connection is attached once the handshake has chosen the protocol (by ALPN), so
-    one listening port can serve several protocol versions.
+    one listening port can serve several protocol versions. A client's protocol runs on a
+    connected socket (to hear ICMP errors); a server's shares the endpoint's socket.
     """
 
-    def __init__(self, quic: QuicConnection, stream_handler: QuicStreamHandler | None = None):
-        super().__init__(quic, stream_handler)
+    def __init__(self, quic: QuicConnection) -> None:
+        self._quic = quic
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sendto: Callable[[bytes, Address], None] = _ignore
+        # On a connected socket the kernel delivers only the dialled peer's datagrams: their
+        # source is that peer whatever its spelling (0.0.0.0 vs 127.0.0.1, v4-mapped v6).
+        self._dialled: Address | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        # qh3 2.1 servers sometimes fail to build a handshake packet for aioquic clients
+        # ("packet builder capacity exhausted"); their loss timers send it again shortly.
+        self._lenient = type(quic).__module__.startswith("qh3")
         self.qsse: _Connection | None = None
-        self.on_quic_event: Callable[[QuicEvent], None] = lambda event: None
-        self.on_qsse_event: Callable[[QsseEvent], None] = lambda event: None
-        self.on_error_received: Callable[[Exception], None] = lambda exc: None
+        self._peer: Address | None = None
+        self.on_quic_event: Callable[[QuicEvent], None] = _ignore
+        self.on_qsse_event: Callable[[QsseEvent], None] = _ignore
+        self.on_error_received: Callable[[Exception], None] = _ignore
         #: called after each datagram is processed: acknowledgements may have opened windows.
         self.on_datagram: Callable[[], None] | None = None
+        # The server endpoint's bookkeeping of connection IDs (RFC 9000 section 5.1).
+        self.on_connection_id_issued: Callable[[bytes], None] = _ignore
+        self.on_connection_id_retired: Callable[[bytes], None] = _ignore
+        self.on_terminated: Callable[[], None] = _ignore
 
     @property
     def quic(self) -> QuicConnection:
         return self._quic
 
-    def transmit(self) -> None:
-        try:
-            super().transmit()
-        except Exception as exc:
-            if BACKEND != "qh3":
-                raise
-            # qh3 2.1 servers sometimes fail to build a handshake packet for aioquic clients
-            # ("packet builder capacity exhausted"); its loss timers send it again shortly,
-            # so this costs a handshake about a second, not the connection.
-            logger.debug("qh3 could not transmit: %s", exc)
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the peer: the address dialled, or the last datagram's source."""
+        return "?" if self._peer is None else format_address(self._peer)
+
+    # -- asyncio -------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if transport.get_extra_info("peername") is not None:
-            transport = cast(asyncio.DatagramTransport, _Connected(transport))  # type: ignore[arg-type]
-        super().connection_made(transport)
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        peername = transport.get_extra_info("peername")
+        if peername is not None:
+            # uvloop (rightly) refuses an address on a connected socket.
+            self._dialled = peername
+            send = self._transport.sendto
+            self._sendto = lambda data, addr: send(data)
+        else:
+            self._sendto = self._transport.sendto
 
-    def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        super().datagram_received(data, addr)
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The socket is gone: nothing more can be sent, so no timer should fire for it.
+        self._transport = None
+        self._sendto = _ignore
+        self._cancel_timer()
+
+    def datagram_received(self, data: bytes | str, addr: Address) -> None:
+        if self._dialled is not None:
+            addr = self._dialled
+        else:
+            self._peer = addr
+        self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
+        self._process_events()
+        self.transmit()
         if self.on_datagram is not None:
             self.on_datagram()
 
@@ -87,8 +118,68 @@ class QsseProtocol(QuicConnectionProtocol):
         # An ICMP error (e.g. port unreachable) lets a client fail fast instead of timing out.
         self.on_error_received(exc)
 
-    def quic_event_received(self, event: QuicEvent) -> None:
-        self.on_quic_event(event)
-        if self.qsse is not None:
-            for qsse_event in self.qsse.handle_event(event):
-                self.on_qsse_event(qsse_event)
+    # -- QUIC ----------------------------------------------------------------------------------
+
+    def connect(self, addr: Address) -> None:
+        """Start a client's handshake with the server at ``addr``."""
+        self._peer = addr
+        if self._dialled is not None:
+            addr = self._dialled
+        self._quic.connect(addr, now=self._loop.time())
+        self.transmit()
+
+    def close(self) -> None:
+        """Close the QUIC connection (no error) and send the close."""
+        self._quic.close()
+        self.transmit()
+
+    def transmit(self) -> None:
+        """Send what QUIC has to send and re-arm its timer."""
+        quic = self._quic
+        now = self._loop.time()
+        try:
+            for data, addr in quic.datagrams_to_send(now=now):
+                self._sendto(data, addr)
+        except Exception as exc:
+            if not self._lenient:
+                raise
+            logger.debug("qh3 could not transmit: %s", exc)
+        if self._transport is None:
+            return
+        timer_at = quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = None
+
+    def _handle_timer(self) -> None:
+        now = max(self._timer_at or 0.0, self._loop.time())
+        self._timer = None
+        self._timer_at = None
+        self._quic.handle_timer(now=now)
+        self._process_events()
+        self.transmit()
+
+    def _process_events(self) -> None:
+        quic = self._quic
+        event = quic.next_event()
+        while event is not None:
+            if isinstance(event, ConnectionIdIssued):
+                self.on_connection_id_issued(event.connection_id)
+            elif isinstance(event, ConnectionIdRetired):
+                self.on_connection_id_retired(event.connection_id)
+            elif isinstance(event, ConnectionTerminated):
+                self.on_terminated()
+            self.on_quic_event(event)
+            if self.qsse is not None:
+                for qsse_event in self.qsse.handle_event(event):
+                    self.on_qsse_event(qsse_event)
+            event = quic.next_event()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -35,12 +36,8 @@ from .._quic import (
     QuicConfiguration,
     QuicConnection,
     QuicEvent,
-    QuicServer,
-    peer_address,
     send_backlog,
-    serve,
-    set_certificate,
-    set_congestion_control,
+    server_backend,
 )
 from .._tls import self_signed
 from .._topics import TopicTable, is_pattern, topic_matches
@@ -53,19 +50,31 @@ from ..events import (
     SubscribeRequested,
     UnsubscribeRequested,
 )
-from ._protocol import QsseProtocol
+from ._endpoint import ServerEndpoint, listen
+from ._protocol import QsseProtocol, format_address
 
 __all__ = ["Server"]
 
 logger = logging.getLogger("qsse.server")
 
 # Why a subscriber missed events, as told in its gap notice.
-_DROPPED, _EVICTED, _EPOCH = range(3)
+_DROPPED, _EVICTED, _EPOCH, _UNISSUED = range(4)
 _GAP_REASONS = (
     "dropped: the subscriber fell behind",
     "no longer held in the history",
     "the server's history started over",
+    "the resume position was never issued by the server's history",
 )
+
+# A wildcard address listens everywhere but cannot be sent to: clients dial loopback.
+_DIALABLE = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+
+# Concrete topics whose authorization a connection remembers; past it the cache starts over
+# (concrete topics carry ids, so they are unbounded).
+_AUTHORIZED_TOPICS = 4096
+
+# An event waiting for the authorizer: ((frame, event id, declared label), concrete topic).
+_Held = tuple[tuple[bytes, int, str], str]
 
 _Request = HelloReceived | OfferReceived | SubscribeRequested | UnsubscribeRequested
 
@@ -73,7 +82,7 @@ _Request = HelloReceived | OfferReceived | SubscribeRequested | UnsubscribeReque
 class _Outbox:
     """Frames waiting for one stream: a qsse/1 connection's, or one qsse/2 subscription's."""
 
-    __slots__ = ("frames", "gaps", "session", "size", "stream_id", "v2")
+    __slots__ = ("frames", "gaps", "held", "held_size", "session", "size", "stream_id", "v2")
 
     def __init__(self, session: _Session, stream_id: int) -> None:
         self.session = session
@@ -83,6 +92,9 @@ class _Outbox:
         self.size = 0
         # label -> [first, last, why] of events lost and not yet told; last -1: unknown.
         self.gaps: dict[str, list[int]] = {}
+        # Events behind an authorizer answer still awaited, in order; None when there are none.
+        self.held: deque[_Held] | None = None
+        self.held_size = 0
 
     def push(self, frame: bytes, event_id: int, label: str) -> None:
         self.frames.append((frame, event_id, label))
@@ -106,6 +118,7 @@ class _Session:
     """One subscriber connection as the server sees it."""
 
     __slots__ = (
+        "authorized",
         "blocked",
         "closed",
         "conn",
@@ -113,6 +126,7 @@ class _Session:
         "next_sub_id",
         "offer_timer",
         "outbox",
+        "pending",
         "protocol",
         "requests",
         "subscriptions",
@@ -137,6 +151,10 @@ class _Session:
         self.closed = False
         self.last_write = 0.0
         self.offer_timer: asyncio.TimerHandle | None = None
+        # Concrete topics reached through pattern subscriptions -> the authorizer's answer.
+        self.authorized: dict[str, bool] = {}
+        # Concrete topics whose answer an async authorizer has not given yet.
+        self.pending: dict[str, asyncio.Future[None]] = {}
 
     @property
     def v2(self) -> bool:
@@ -154,10 +172,17 @@ class Server:
     and Go qsse's protocol (ALPN ``PROTOCOL_QUIC``) on the same port.
 
     :param topics: the declared topics, exact or patterns (``*``, ``?``, ``[...]`` as in Go).
-    :param host: the address to listen on.
+    :param host: the address to listen on; a wildcard (``0.0.0.0``, ``::``) listens on every
+        interface, and :attr:`address` then names the loopback address of its family.
     :param port: the UDP port; 0 picks a free one, readable as :attr:`port` once started.
     :param authenticator: ``(token) -> bool``, sync or async; default accepts everyone.
     :param authorizer: ``(token, topic) -> bool``, sync or async; default allows every topic.
+        It is asked about each subscription as the client wrote it (as in Go); when that is a
+        pattern (:func:`qsse_core.is_pattern`), it is also asked about every concrete topic
+        before that topic's first event, live or replayed, reaches the connection, with the
+        answer kept for the connection. Events of a refused concrete topic are not sent to
+        that connection and are not reported to it as a gap. An async authorizer's answer
+        is awaited with the connection's later events for that subscription held in order.
     :param certfile: PEM certificate chain; without it a self-signed certificate is made in
         memory and a warning logged (development only).
     :param keyfile: PEM private key for ``certfile`` (may be the same file).
@@ -170,6 +195,10 @@ class Server:
     :param congestion_control: QUIC congestion control algorithm (aioquic: ``reno`` or
         ``cubic``); None keeps the QUIC library's default.
     :param protocols: the ALPN protocols offered, in order of preference.
+    :param quic_backend: the QUIC library, ``aioquic`` or ``qh3``; None takes
+        ``QSSE_QUIC_SERVER_BACKEND``, else ``QSSE_QUIC_BACKEND``, else aioquic, the one that
+        accepts every client (``docs/quic-backends.md``).
+    :raises ConfigurationError: on an unknown or uninstalled ``quic_backend``.
     """
 
     def __init__(
@@ -188,7 +217,11 @@ class Server:
         metrics_namespace: str = "qsse",
         congestion_control: str | None = None,
         protocols: Iterable[str] = (ALPN_QSSE2, ALPN_QSSE1),
+        quic_backend: str | None = None,
     ) -> None:
+        self._backend = server_backend(quic_backend)
+        #: the QUIC library serving: ``"aioquic"`` or ``"qh3"``.
+        self.quic_backend: str = self._backend.name
         try:
             self._table = TopicTable(topics)
         except ValueError as exc:
@@ -217,7 +250,7 @@ class Server:
         self._congestion_control = congestion_control
         self.certificate_pem: bytes | None = None
 
-        self._quic_server: QuicServer | None = None
+        self._endpoint: ServerEndpoint | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: set[_Session] = set()
         self._keepalive: asyncio.Task[None] | None = None
@@ -247,9 +280,13 @@ class Server:
 
     @property
     def address(self) -> str:
-        """``host:port`` (IPv6 hosts in brackets), ready for a client."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        """``host:port`` (IPv6 hosts in brackets), ready for a client to dial.
+
+        For a server on a wildcard address that is the loopback address of its family
+        (``127.0.0.1``, ``::1``): a wildcard is no address to send to.
+        """
+        host = _DIALABLE.get(self.host, self.host)
+        return format_address((host, self.port))
 
     @property
     def connection_count(self) -> int:
@@ -291,14 +328,14 @@ class Server:
         await self.close()
 
     def _configuration(self) -> QuicConfiguration:
-        config = QuicConfiguration(
+        config = self._backend.configuration(
             is_client=False,
             alpn_protocols=list(self.protocols),
             idle_timeout=self.limits.idle_timeout,
         )
         if self._congestion_control is not None:
             try:
-                set_congestion_control(config, self._congestion_control)
+                self._backend.set_congestion_control(config, self._congestion_control)
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
         if self._certfile is not None:
@@ -310,7 +347,7 @@ class Server:
                 ) from exc
         else:
             cert = self_signed(["localhost", self.host])
-            set_certificate(config, cert.chain_pem, cert.key_pem)
+            self._backend.set_certificate(config, cert.chain_pem, cert.key_pem)
             self.certificate_pem = cert.certificate_pem
             logger.warning(
                 "no certificate configured: using a self-signed in-memory certificate; "
@@ -320,30 +357,29 @@ class Server:
 
     async def start(self) -> None:
         """Start listening."""
-        if self._quic_server is not None:
+        if self._endpoint is not None:
             raise LocalProtocolError("the server is already started")
         self._loop = asyncio.get_running_loop()
         self._closing = False
         try:
-            self._quic_server = await serve(
+            self._endpoint = await listen(
                 self.host,
                 self._requested_port,
-                configuration=self._configuration(),
-                create_protocol=self._create_protocol,
+                self._backend,
+                self._configuration(),
+                self._create_protocol,
             )
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {self.host}:{self._requested_port}: {exc}"
             ) from exc
-        transport = self._quic_server._transport
-        assert transport is not None
-        self._port = transport.get_extra_info("sockname")[1]
+        self._port = self._endpoint.sockname[1]
         self._keepalive = asyncio.create_task(self._keepalive_loop())
-        logger.info("qsse server listening on %s", self.address)
+        logger.info("qsse server listening on %s (%s)", self.address, self.quic_backend)
 
     async def close(self) -> None:
         """Flush queued events, close every connection with GOING_AWAY, and stop listening."""
-        if self._quic_server is None:
+        if self._endpoint is None:
             return
         self._closing = True
         self._flush()
@@ -361,15 +397,15 @@ class Server:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self._quic_server.close()
-        self._quic_server = None
+        self._endpoint.close()
+        self._endpoint = None
         # Let the transport's close callback run before the caller rebinds the port.
         await asyncio.sleep(0)
 
     # -- connections -------------------------------------------------------------------------
 
-    def _create_protocol(self, quic: QuicConnection, **kwargs: Any) -> QsseProtocol:
-        protocol = QsseProtocol(quic, **kwargs)
+    def _create_protocol(self, quic: QuicConnection) -> QsseProtocol:
+        protocol = QsseProtocol(quic)
 
         def on_quic_event(event: QuicEvent) -> None:
             if isinstance(event, HandshakeCompleted) and protocol.qsse is None:
@@ -456,7 +492,7 @@ class Server:
 
     @staticmethod
     def _peer(session: _Session) -> str:
-        return peer_address(session.protocol.quic)
+        return session.protocol.peer
 
     async def _work(self, session: _Session) -> None:
         try:
@@ -505,6 +541,7 @@ class Server:
             return
         errors: list[tuple[int, dict[str, Any]]] = []
         admitted: list[tuple[str, str]] = []
+        session.token = offer.token
         for topic in offer.topics:
             label = self._table.admit(topic)
             if label is None:
@@ -564,34 +601,56 @@ class Server:
         assert stream_id is not None
         outbox = _Outbox(session, stream_id)
         if request.last_id is not None:
-            self._replay(outbox, topic, label, request.last_id, request.epoch)
+            self._replay(session, outbox, topic, label, request.last_id, request.epoch)
         # No await between replay and registration: no event can fall between the two.
         self._subscribe(session, topic, label, outbox, sub_id)
         if outbox.frames or outbox.gaps:
             self._mark_dirty(outbox)
 
     def _replay(
-        self, outbox: _Outbox, topic: str, label: str, last_id: int, epoch: int | None
+        self,
+        session: _Session,
+        outbox: _Outbox,
+        topic: str,
+        label: str,
+        last_id: int,
+        epoch: int | None,
     ) -> None:
+        """Queue what the history holds for a subscription resuming after ``last_id``.
+
+        A position the store cannot vouch for (another epoch, or above any id it issued) gets
+        a gap of unknown end and then everything the store holds for the subscription; the
+        client restarts its position from what follows. Gaps count only events the
+        subscription's topic matches (docs/protocol.md, "Event ids, history and resume").
+        """
+        history = self.history
         labels = [
             d
             for d in self._table.declared
             if d == label or topic_matches(topic, d) or topic_matches(d, topic)
         ]
-        if epoch != self.history.epoch:
+        after = last_id
+        if epoch != history.epoch or last_id > history.last_id:
+            why = _EPOCH if epoch != history.epoch else _UNISSUED
             for d in labels:
-                outbox.gaps[d] = [last_id + 1, -1, _EPOCH]
-            return
+                outbox.gaps[d] = [last_id + 1, -1, why]
+            after = 0
         now = time.time()
         streams = []
         for d in labels:
-            events, evicted = self.history.since(d, last_id, now)
-            if evicted > last_id:
-                outbox.gaps[d] = [last_id + 1, evicted, _EVICTED]
-            streams.append([e for e in events if topic_matches(topic, e.topic)])
+            events, evicted = history.since(d, topic, after, now)
+            if evicted > after and d not in outbox.gaps:
+                outbox.gaps[d] = [after + 1, evicted, _EVICTED]
+            streams.append(events)
+        gated = self.authorizer is not allow_all_topics and is_pattern(topic)
         for event in heapq.merge(*streams, key=lambda e: e.id):
             frame = encode_event_frame(event.id, event.content_type, event.topic, event.data)
-            outbox.push(frame, event.id, label)
+            item = (frame, event.id, label)
+            if gated and event.topic != topic:
+                self._gate(session, outbox, event.topic, item)
+            else:
+                outbox.frames.append(item)
+                outbox.size += len(frame)
 
     def _unsubscribe_request(self, session: _Session, request: UnsubscribeRequested) -> None:
         conn = session.conn
@@ -607,6 +666,7 @@ class Server:
             return
         self._unsubscribe(sub)
         outbox = sub.outbox
+        outbox.held, outbox.held_size = None, 0  # the subscriber left: held events are not owed
         tail = self._take(outbox, None)
         self._dirty.discard(outbox)
         session.blocked.discard(outbox)
@@ -656,6 +716,9 @@ class Server:
             self._dirty.discard(session.outbox)
         session.blocked.clear()
         session.requests.clear()
+        for waiting in session.pending.values():
+            waiting.cancel()
+        session.pending.clear()
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -679,22 +742,42 @@ class Server:
         :param compact: ``(content type, bytes)`` of the same event in a more compact
             encoding (e.g. MessagePack) for qsse/2 subscribers and the history; qsse/1
             subscribers, Go peers among them, still get ``data``.
-        :returns: the number of subscriptions the event was queued for.
-        :raises LocalProtocolError: if ``topic`` matches no declared topic, or the server is
-            not running.
+        Everything is checked before any state changes, so an event that could not be sent
+        is never kept in the history.
+
+        :returns: the number of subscriptions the event was queued for (events held for an
+            async authorizer's answer count; connections refused the topic do not).
+        :raises LocalProtocolError: if ``topic`` matches no declared topic or cannot be
+            encoded as UTF-8, or the server is not running.
+        :raises TypeError: if ``topic`` is not a str, or ``data`` (or the compact payload) is
+            not bytes-like.
+        :raises ValueError: if a content type is not an int from 0 to 2**62 - 1.
         """
         if self._loop is None or self._closing:
             raise LocalProtocolError("publish() on a server that is not running")
-        if not isinstance(data, bytes):
-            if not isinstance(data, bytearray | memoryview):
-                raise TypeError(f"data must be bytes, got {type(data).__name__}")
-            data = bytes(data)
-        targets = self._table.publish_targets(topic)
+        # Everything is checked before the history keeps anything: an event stored but not
+        # encodable would break every later resume of its topic.
+        if data.__class__ is not bytes:
+            data = _payload("data", data)
+        if not (isinstance(content_type, int) and 0 <= content_type < _VARINT_LIMIT):
+            _check_content_type(content_type)
+        if compact is None:
+            v2_type, v2_data = content_type, data
+        else:
+            v2_type, v2_data = compact
+            v2_data = _payload("compact", v2_data)
+            _check_content_type(v2_type)
+        if topic.__class__ is not str:
+            raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+        try:
+            targets = self._table.publish_targets(topic)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
         if not targets:
             raise LocalProtocolError(
                 f"topic {topic!r} matches no declared topic (declared: {list(self.topics)})"
             )
-        v2_type, v2_data = (content_type, data) if compact is None else compact
+        check = self.authorizer is not allow_all_topics
         now = time.time()
         queued = 0
         for concrete, label in targets:
@@ -716,20 +799,38 @@ class Server:
             for route in routes:
                 subs = self._subs[route]
                 count += len(subs)
+                # A pattern subscription reaches topics the authorizer never saw: ask it.
+                gated = check and route != concrete
                 for sub in subs:
                     outbox = sub.outbox
                     if outbox.v2:
                         if v2_item is None:
                             frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
                             v2_item, v2_size = (frame, event_id, label), len(frame)
-                        outbox.frames.append(v2_item)
-                        outbox.size += v2_size
+                        if gated and (
+                            outbox.held is not None
+                            or sub.session.authorized.get(concrete) is not True
+                        ):
+                            if not self._gate(sub.session, outbox, concrete, v2_item):
+                                count -= 1
+                                continue
+                        else:
+                            outbox.frames.append(v2_item)
+                            outbox.size += v2_size
                     else:
                         if v1_item is None:
                             frame = encode_event(concrete, data)
                             v1_item, v1_size = (frame, event_id, label), len(frame)
-                        outbox.frames.append(v1_item)
-                        outbox.size += v1_size
+                        if gated and (
+                            outbox.held is not None
+                            or sub.session.authorized.get(concrete) is not True
+                        ):
+                            if not self._gate(sub.session, outbox, concrete, v1_item):
+                                count -= 1
+                                continue
+                        else:
+                            outbox.frames.append(v1_item)
+                            outbox.size += v1_size
                     dirty.add(outbox)
             self.metrics.delivered_child(label).inc(count)
             queued += count
@@ -758,6 +859,110 @@ class Server:
             self._route_cache.clear()
         self._route_cache[concrete] = result
         return result
+
+    # -- authorization of concrete topics under pattern subscriptions -------------------------
+
+    def _gate(
+        self, session: _Session, outbox: _Outbox, concrete: str, item: tuple[bytes, int, str]
+    ) -> bool:
+        """Queue ``item`` of ``concrete`` on ``outbox`` if the authorizer allows it, or hold it
+        (and what follows) while an async authorizer answers; False when refused."""
+        if outbox.held is None:
+            allowed = self._allowed(session, concrete, item[2])
+            if allowed is not None:
+                if allowed:
+                    outbox.frames.append(item)
+                    outbox.size += len(item[0])
+                return allowed
+            outbox.held = deque()
+        outbox.held.append((item, concrete))
+        outbox.held_size += len(item[0])
+        if (
+            outbox.held_size > self.limits.max_queued_bytes
+            and outbox.held_size - len(item[0]) <= self.limits.max_queued_bytes
+        ):
+            # Not here: publish is iterating the subscriptions a refusal would remove.
+            assert self._loop is not None
+            self._loop.call_soon(self._held_overflow, outbox, concrete)
+        return True
+
+    def _allowed(self, session: _Session, concrete: str, label: str) -> bool | None:
+        """The authorizer's answer for ``concrete`` on this connection; None while awaited."""
+        known = session.authorized.get(concrete)
+        if known is not None:
+            return known
+        if concrete in session.pending:
+            return None
+        try:
+            answer = self.authorizer(session.token, concrete)
+        except Exception:
+            logger.exception("authorizer raised; refusing topic %r", concrete)
+            answer = False
+        if inspect.isawaitable(answer):
+            session.pending[concrete] = asyncio.ensure_future(
+                self._authorize_later(session, concrete, label, answer)
+            )
+            return None
+        return self._remember(session, concrete, label, bool(answer))
+
+    async def _authorize_later(
+        self, session: _Session, concrete: str, label: str, answer: Awaitable[bool]
+    ) -> None:
+        try:
+            ok = bool(await answer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("authorizer raised; refusing topic %r", concrete)
+            ok = False
+        session.pending.pop(concrete, None)
+        if session.closed:
+            return
+        self._remember(session, concrete, label, ok)
+        outboxes = {sub.outbox for sub in session.subscriptions.values()}
+        for outbox in outboxes:
+            if outbox.held is not None:
+                self._release(outbox)
+
+    def _remember(self, session: _Session, concrete: str, label: str, ok: bool) -> bool:
+        if len(session.authorized) >= _AUTHORIZED_TOPICS:
+            session.authorized.clear()
+        session.authorized[concrete] = ok
+        if not ok:
+            self.metrics.authorization_failures.labels(topic=label).inc()
+        return ok
+
+    def _release(self, outbox: _Outbox) -> None:
+        """Move held events whose answers are in to the outbox, in order, up to the first
+        one still awaited."""
+        held = outbox.held
+        assert held is not None
+        while held:
+            item, concrete = held[0]
+            allowed = self._allowed(outbox.session, concrete, item[2])
+            if allowed is None:
+                return
+            held.popleft()
+            outbox.held_size -= len(item[0])
+            if allowed:
+                outbox.frames.append(item)
+                outbox.size += len(item[0])
+        outbox.held = None
+        self._mark_dirty(outbox)
+
+    def _held_overflow(self, outbox: _Outbox, concrete: str) -> None:
+        session = outbox.session
+        bound = self.limits.max_queued_bytes
+        if session.closed or outbox.held is None or outbox.held_size <= bound:
+            return
+        # Held events cannot be dropped with a gap: they come after what is queued, and a
+        # gap is told first. The limit is the slow-consumer one, so is the close.
+        reason = (
+            f"{outbox.held_size} bytes held waiting for the authorizer's answer on topic "
+            f"{concrete!r}, limit {bound}"
+        )
+        outbox.held, outbox.held_size = None, 0
+        self._refuse(session, ErrorCode.SLOW_CONSUMER, reason)
 
     def _flush(self) -> None:
         """Write what each stream has queued, within its window, and transmit once per peer."""
@@ -874,3 +1079,22 @@ class Server:
                     session.protocol.quic.send_ping(0)
                     session.last_write = now
                     session.protocol.transmit()
+
+
+# The largest value of a QUIC variable-length integer (RFC 9000 section 16).
+_VARINT_LIMIT = 2**62
+
+
+def _payload(name: str, data: object) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"{name} must be bytes, got {type(data).__name__}")
+
+
+def _check_content_type(content_type: object) -> None:
+    if not isinstance(content_type, int) or not 0 <= content_type < _VARINT_LIMIT:
+        raise ValueError(
+            f"content_type must be an int from 0 to 2**62 - 1 (a QUIC varint), got {content_type!r}"
+        )
