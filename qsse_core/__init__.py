@@ -22,6 +22,7 @@ from ._quic import BACKEND as QUIC_BACKEND
 from ._state import ConnectionState, Gap, Message, StateChange
 from ._topics import is_pattern, topic_matches
 from .asyncio import (
+    BrokerPublisher,
     Client,
     ErrorHandler,
     GapHandler,
@@ -40,6 +41,7 @@ __all__ = [
     "Broker",
     "BrokerError",
     "BrokerListener",
+    "BrokerPublisher",
     "Client",
     "ConfigurationError",
     "ConnectError",

@@ -19,12 +19,12 @@ This module holds no I/O; the implementations live in :mod:`qsse_core.asyncio`.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from ._exceptions import LocalProtocolError
-from ._history import HistoryPolicy, HistoryStore, StoredEvent
+from ._history import HistoryPolicy, HistoryStore, StoredEvent, _Topic
+from ._topics import topic_matches
 
 __all__ = ["Broker", "BrokerListener", "ReplicaHistory"]
 
@@ -121,30 +121,6 @@ class Broker(Protocol):
         ...
 
 
-class _Window:
-    __slots__ = ("bytes", "events", "evicted", "policy")
-
-    def __init__(self, policy: HistoryPolicy) -> None:
-        self.policy = policy
-        self.events: deque[StoredEvent] = deque()
-        self.bytes = 0
-        self.evicted = 0
-
-    def trim(self, now: float) -> None:
-        # The rule of MemoryHistory and of the Redis function: evict the oldest while any
-        # bound is exceeded.
-        policy, events = self.policy, self.events
-        horizon = None if policy.max_age is None else now - policy.max_age
-        while events and (
-            len(events) > policy.max_events
-            or self.bytes > policy.max_bytes
-            or (horizon is not None and events[0].time < horizon)
-        ):
-            old = events.popleft()
-            self.bytes -= len(old.data)
-            self.evicted = old.id
-
-
 class ReplicaHistory:
     """A :class:`HistoryStore` holding a copy of a remote store, fed with ids assigned there.
 
@@ -164,7 +140,7 @@ class ReplicaHistory:
         self.policies = dict(topics or {})
         self._epoch = 0
         self._last_id = 0
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, _Topic] = {}
 
     @property
     def epoch(self) -> int:
@@ -175,11 +151,6 @@ class ReplicaHistory:
     def last_id(self) -> int:
         """The newest id of the remote store this replica has accounted for."""
         return self._last_id
-
-    @property
-    def durable(self) -> bool:
-        """The remote store outlives this process: its epoch survives a restart."""
-        return True
 
     def policy(self, label: str) -> HistoryPolicy:
         """The policy of declared topic ``label``."""
@@ -196,9 +167,13 @@ class ReplicaHistory:
         self._last_id = max(self._last_id, last_id)
 
     def evicted(self, label: str, event_id: int) -> None:
-        """The remote store evicted ``label``'s events up to ``event_id``."""
+        """The remote store evicted ``label``'s events up to ``event_id`` (which topics it
+        does not say: every subscription of ``label`` is told so, which may overstate)."""
         window = self._window(label)
-        window.evicted = max(window.evicted, event_id)
+        if event_id > window.newest_evicted:
+            window.newest_evicted = event_id
+            window.evicted.clear()
+            window.floor = event_id
 
     def put(self, label: str, event: StoredEvent) -> bool:
         """Keep ``event`` of declared topic ``label``; False (and nothing kept) when its id is
@@ -219,21 +194,28 @@ class ReplicaHistory:
         """
         raise LocalProtocolError("a replica cannot assign ids: publish through its broker")
 
-    def since(self, label: str, after: int, now: float) -> tuple[list[StoredEvent], int]:
+    def since(
+        self, label: str, subscription: str, after: int, now: float
+    ) -> tuple[list[StoredEvent], int]:
+        # The same reading as MemoryHistory.since, over events kept with the remote ids.
         window = self._windows.get(label)
         if window is None:
             return [], 0
         window.trim(now)
+        evicted = window.evicted_for(label, subscription)
         events = window.events
         if not events or events[-1].id <= after:
-            return [], window.evicted
+            return [], evicted
         start = len(events)
         while start > 0 and events[start - 1].id > after:
             start -= 1
-        return [events[i] for i in range(start, len(events))], window.evicted
+        wanted = [events[i] for i in range(start, len(events))]
+        if subscription != label:
+            wanted = [e for e in wanted if topic_matches(subscription, e.topic)]
+        return wanted, evicted
 
-    def _window(self, label: str) -> _Window:
+    def _window(self, label: str) -> _Topic:
         window = self._windows.get(label)
         if window is None:
-            window = self._windows[label] = _Window(self.policy(label))
+            window = self._windows[label] = _Topic(self.policy(label))
         return window

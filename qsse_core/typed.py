@@ -27,7 +27,7 @@ from ._history import HistoryPolicy, MemoryHistory
 from ._topics import topic_matches
 
 if TYPE_CHECKING:
-    from . import Client, GapHandler, Message, Server
+    from . import Broker, BrokerPublisher, Client, GapHandler, Message, Server
 
 __all__ = [
     "Handler",
@@ -295,7 +295,10 @@ class TypedPublisher:
 
     Generated subclasses set :attr:`topics` and add one method per topic.
 
-    :param server: a server declaring (at least) every topic of the schema.
+    :param server: a server declaring (at least) every topic of the schema, or a
+        :class:`~qsse_core.Broker` alone: a service publishing to the nodes of that broker
+        without serving QUIC itself (publishes are then queued for the broker, and
+        :meth:`flush` confirms them).
     :param compact: also send qsse/2 subscribers MessagePack, smaller and cheaper to decode
         than JSON; qsse/1 subscribers (Go peers) keep getting JSON.
     :raises ConfigurationError: when the server does not declare one of the schema's topics.
@@ -306,24 +309,46 @@ class TypedPublisher:
     #: The schema's topics, set by the generated subclass.
     topics: ClassVar[tuple[Topic[Any, Any], ...]] = ()
 
-    def __init__(self, server: Server, *, compact: bool = False) -> None:
+    def __init__(self, server: Server | Broker, *, compact: bool = False) -> None:
+        from .asyncio import BrokerPublisher, Server
+
+        target: Server | BrokerPublisher = (
+            server
+            if isinstance(server, Server)
+            else BrokerPublisher(server, [topic.pattern for topic in self.topics])
+        )
         missing = [
             topic.pattern
             for topic in self.topics
-            if not any(topic_matches(declared, topic.pattern) for declared in server.topics)
+            if not any(topic_matches(declared, topic.pattern) for declared in target.topics)
         ]
         if missing:
             raise ConfigurationError(
                 f"{type(self).__name__} needs the server to declare {', '.join(missing)}; "
-                f"it declares {', '.join(server.topics) or 'nothing'}"
+                f"it declares {', '.join(target.topics) or 'nothing'}"
             )
-        self._server = server
+        self._server = target
         self._compact = compact
 
     @property
     def server(self) -> Server:
-        """The server events are published on."""
+        """The server events are published on.
+
+        :raises ConfigurationError: when bound to a broker alone.
+        """
+        from .asyncio import Server
+
+        if not isinstance(self._server, Server):
+            raise ConfigurationError(f"{type(self).__name__} is bound to a broker, not a server")
         return self._server
+
+    async def flush(self) -> None:
+        """Wait until the broker has stored every event published so far (a remote broker
+        only queues them; with the in-memory default this returns at once).
+
+        :raises BrokerError: naming how many events were not stored.
+        """
+        await self._server.broker.flush()
 
     def _publish(self, topic: Topic[P, E], event: E, params: P) -> int:
         if topic.deprecated is not None:
@@ -333,7 +358,9 @@ class TypedPublisher:
             data = topic.encode(event, concrete)
         except ValidationError:
             # Label by the declared pattern so topic parameters cannot grow the label set.
-            self._server.metrics.validation_rejected(topic.pattern)
+            metrics = getattr(self._server, "metrics", None)
+            if metrics is not None:
+                metrics.validation_rejected(topic.pattern)
             raise
         if self._compact:
             packed = (ContentType.MSGPACK, _MSGPACK.encode(event))

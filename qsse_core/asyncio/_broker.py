@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from .._broker import BrokerListener
+from .._broker import Broker, BrokerListener
+from .._exceptions import ConfigurationError, LocalProtocolError
+from .._framing2 import ContentType
 from .._history import HistoryStore, MemoryHistory, StoredEvent
+from .._topics import TopicTable
 
-__all__ = ["MemoryBroker"]
+__all__ = ["BrokerPublisher", "MemoryBroker"]
 
 
 class MemoryBroker:
@@ -69,3 +72,68 @@ class MemoryBroker:
 
     async def sync(self, position: int) -> None:
         return None
+
+
+class BrokerPublisher:
+    """Publishes on a broker alone, with no QUIC server in this process.
+
+    A service that only produces events (``RidesPublisher(broker)`` binds a typed publisher
+    to one of these) publishes on the declared topics the nodes serve; the nodes deliver.
+
+    :param broker: the broker of the nodes, started by the caller (or by the first publish
+        after ``await broker.start()``).
+    :param topics: the declared topics (as the nodes declare them); a published topic maps to
+        the declared topic it falls under, as :meth:`Server.publish` does.
+    :raises ConfigurationError: on an invalid topic declaration.
+    """
+
+    def __init__(self, broker: Broker, topics: Iterable[str]) -> None:
+        try:
+            self._table = TopicTable(topics)
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid topic declaration: {exc}") from None
+        self.broker = broker
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The declared topics."""
+        return self._table.declared
+
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        content_type: int = ContentType.JSON,
+        compact: tuple[int, bytes] | None = None,
+    ) -> int:
+        """Queue ``data`` on ``topic`` for the broker, in call order, without waiting.
+
+        Nothing is reported stored here: :meth:`flush` waits for the broker and raises if it
+        did not store something queued. ``compact``, when given, is what is published (the
+        nodes give qsse/1 subscribers MessagePack transcoded to JSON).
+
+        :returns: the number of events queued (one per declared topic ``topic`` falls under).
+        :raises BrokerError: at once when the broker is known to be unreachable.
+        :raises LocalProtocolError: when ``topic`` matches no declared topic.
+        """
+        v2_type, v2_data = (content_type, data) if compact is None else compact
+        try:
+            targets = self._table.publish_targets(topic)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        if not targets:
+            raise LocalProtocolError(
+                f"topic {topic!r} matches no declared topic (declared: {list(self.topics)})"
+            )
+        now = time.time()
+        for concrete, label in targets:
+            self.broker.publish_nowait(label, concrete, v2_data, v2_type, now)
+        return len(targets)
+
+    async def flush(self) -> None:
+        """Wait until the broker has stored every event queued so far.
+
+        :raises BrokerError: naming how many were not stored.
+        """
+        await self.broker.flush()

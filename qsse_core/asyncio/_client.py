@@ -109,7 +109,10 @@ class Client:
     handlers; ``async for message in client`` sees every event. Handlers may be sync or
     async; async ones run one after another in arrival order.
 
-    :param address: ``host:port`` of the server (``[::1]:4242`` for IPv6).
+    :param address: ``host:port`` of the server (``[::1]:4242`` for IPv6), or several, e.g.
+        the nodes of one deployment sharing a broker: when the connection to one is lost
+        or a dial fails, the client moves on to the next (round robin) and resumes there
+        from the same positions (``docs/scaling.md``).
     :param topics: the topics (or declared patterns) to subscribe to.
     :param token: the token the server's authenticator receives.
     :param insecure: skip certificate verification; needed for Go servers, whose
@@ -132,7 +135,7 @@ class Client:
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         topics: Sequence[str],
         *,
         token: str = "",
@@ -148,7 +151,14 @@ class Client:
         last_event_ids: Mapping[str, int] | None = None,
         epoch: int | None = None,
     ) -> None:
-        self.host, self.port = parse_address(address)
+        addresses = [address] if isinstance(address, str) else list(address)
+        if not addresses:
+            raise ConfigurationError("a client needs at least one address")
+        #: every ``(host, port)`` the client may dial, in order.
+        self.addresses = tuple(parse_address(a) for a in addresses)
+        self._address_index = 0
+        self._server_name = server_name
+        self.host, self.port = self.addresses[0]
         if isinstance(topics, str):
             raise ConfigurationError("topics must be a sequence of strings, not one string")
         self.topics = tuple(topics)
@@ -389,6 +399,7 @@ class Client:
                 await self._dial()
                 return
             except ConnectError as exc:
+                self._next_address()
                 attempt += 1
                 if not self.reconnect.allows(attempt):
                     self._give_up(exc, attempt - 1)
@@ -398,6 +409,13 @@ class Client:
                     StateChange(ConnectionState.RETRYING, attempt, delay, reason=str(exc))
                 )
                 await asyncio.sleep(delay)
+
+    def _next_address(self) -> None:
+        # Several nodes: the one just lost (or refused) is likely gone; try the next one.
+        if len(self.addresses) > 1:
+            self._address_index = (self._address_index + 1) % len(self.addresses)
+            self.host, self.port = self.addresses[self._address_index]
+            self.server_name = self._server_name or self.host
 
     def _give_up(self, exc: ConnectError, attempt: int) -> None:
         self.error = exc
@@ -534,6 +552,7 @@ class Client:
                     0,
                 )
                 return
+            self._next_address()
             try:
                 await self._dial_retrying()
             except ConnectError:

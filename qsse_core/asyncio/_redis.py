@@ -226,6 +226,20 @@ class RedisBroker:
         """The store's epoch (0 before the first connection)."""
         return self._history.epoch
 
+    async def declared_topics(self) -> list[str]:
+        """The declared topics nodes of this store have registered, sorted.
+
+        A publisher maps a concrete topic to the declared topic it falls under (its label)
+        with them, as ``qsse publish`` does.
+
+        :raises BrokerError: when Redis cannot be reached.
+        """
+        try:
+            members = await self._client.smembers(self._key("labels"))
+        except (RedisError, OSError) as exc:
+            raise BrokerError(f"cannot reach Redis at {self.url}: {exc}") from None
+        return sorted(m.decode() for m in members)
+
     async def __aenter__(self) -> RedisBroker:
         await self.start()
         return self
