@@ -357,12 +357,27 @@ async def _serve_workers(options: _ServeOptions, workers: int) -> int:
         argv += ["--keyfile", options.keyfile]
     # The Redis URL goes through the environment: a password stays out of `ps`.
     env = {**os.environ, "QSSE_REDIS_URL": options.redis}
-    procs = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env) for _ in range(workers)]
+    # Each worker's stdin stays open and unused: a worker exits on EOF, so none outlives
+    # this process.
+    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, env=env) for _ in range(workers)]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     _on_signals(loop, stop)
     table = TopicTable(options.topics)
     code = 0
+
+    async def watch() -> None:
+        # A worker that dies takes the others down: a supervisor restarts the whole unit.
+        nonlocal code
+        while not stop.is_set():
+            for proc in procs:
+                if proc.poll() is not None:
+                    print(f"qsse: worker {proc.pid} exited with {proc.returncode}", file=sys.stderr)
+                    code = code or 1
+                    stop.set()
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.ensure_future(watch())
     try:
         async with RedisBroker(options.redis, prefix=options.redis_prefix) as broker:
             async for line in _stdin_lines(stop):
@@ -372,20 +387,25 @@ async def _serve_workers(options: _ServeOptions, workers: int) -> int:
                         await broker.publish(label, concrete, data, ContentType.JSON)
                 except (QsseError, ValueError) as exc:
                     print(f"qsse: {exc}", file=sys.stderr)
-            if not stop.is_set():
-                await stop.wait()  # stdin closed: serve until told to stop
+            await stop.wait()  # stdin closed: serve until told to stop
     except QsseError as exc:
         print(f"qsse: {exc}", file=sys.stderr)
         code = 2
     finally:
+        stop.set()
+        watcher.cancel()
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = loop.time() + 20
+        while any(p.poll() is None for p in procs) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         for proc in procs:
-            try:
-                await asyncio.to_thread(proc.wait, 20)
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 proc.kill()
+                proc.wait()
+            if proc.stdin is not None:
+                proc.stdin.close()
     return code
 
 

@@ -69,7 +69,7 @@ class _Pending:
         self.label = label
         self.topic = topic
         self.data = data
-        self.content_type = content_type
+        self.content_type = int(content_type)  # redis-py would spell an IntEnum by name
         self.future = future
         self.started = time.perf_counter()
 
