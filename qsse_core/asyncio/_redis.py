@@ -104,9 +104,9 @@ class _BrokerMetrics:
             namespace=ns,
             registry=registry,
         )
-        self.lost = Counter(
-            "broker_events_lost",
-            "Events evicted from the broker's history before this node received them.",
+        self.gaps = Counter(
+            "broker_gaps",
+            "Gaps found after an outage: events evicted before this node received them.",
             namespace=ns,
             registry=registry,
         )
@@ -585,7 +585,7 @@ class RedisBroker:
         for label in labels:
             newest = evicted.get(label, 0)
             if newest > before and before:
-                self._metrics.lost.inc()
+                self._metrics.gaps.inc()
                 for listener in list(self._listeners):
                     listener.on_gap(label, before + 1, newest)
             if newest:
