@@ -222,6 +222,11 @@ class RedisBroker:
         return self._up
 
     @property
+    def pending(self) -> int:
+        """Events queued or on their way to Redis, not yet confirmed or failed."""
+        return len(self._queue) + self._inflight
+
+    @property
     def epoch(self) -> int:
         """The store's epoch (0 before the first connection)."""
         return self._history.epoch
