@@ -15,13 +15,14 @@ REDIS_SERVER = shutil.which("redis-server")
 
 
 class RedisProcess:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra: dict[str, str] | None = None) -> None:
         if REDIS_SERVER is None:
             pytest.skip("redis-server is not installed (Debian package redis-server)")
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = self.dir / "redis.sock"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra = dict(extra or {})
 
     @property
     def url(self) -> str:
@@ -38,6 +39,7 @@ class RedisProcess:
             "appendonly": "yes",
             "appendfsync": "always",
             "logfile": str(self.dir / "redis.log"),
+            **self.extra,
         }
         args = [REDIS_SERVER]
         for name, value in options.items():
@@ -56,7 +58,7 @@ class RedisProcess:
         while True:
             assert self.proc is not None and self.proc.poll() is None, self.log()
             try:
-                with redis.Redis(unix_socket_path=str(self.socket)) as client:
+                with self._client(redis) as client:
                     if client.ping():
                         return
             except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
@@ -68,8 +70,13 @@ class RedisProcess:
     def command(self, *args: str | int | bytes) -> object:
         import redis
 
-        with redis.Redis(unix_socket_path=str(self.socket)) as client:
+        with self._client(redis) as client:
             return client.execute_command(*args)
+
+    def _client(self, redis):
+        return redis.Redis(
+            unix_socket_path=str(self.socket), password=self.extra.get("requirepass")
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:

@@ -277,3 +277,57 @@ def test_redact_hides_only_the_password():
     )
     assert redact("redis://:pw@[::1]:6379") == "redis://:***@[::1]:6379"
     assert redact("redis://host") == "redis://host"
+
+
+async def test_tls_and_a_password(tmp_path, caplog):
+    """rediss:// with the server's CA and a password: works, and the password stays out of
+    the logs."""
+    import socket
+
+    from qsse_core._tls import self_signed
+
+    from .redis_support import RedisProcess
+
+    cert = self_signed(["127.0.0.1"])
+    (tmp_path / "ca.pem").write_bytes(cert.certificate_pem)
+    (tmp_path / "cert.pem").write_bytes(cert.chain_pem)
+    (tmp_path / "key.pem").write_bytes(cert.key_pem)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = RedisProcess(
+        tmp_path / "r",
+        {
+            "tls-port": str(port),
+            "bind": "127.0.0.1",
+            "tls-cert-file": str(tmp_path / "cert.pem"),
+            "tls-key-file": str(tmp_path / "key.pem"),
+            "tls-ca-cert-file": str(tmp_path / "ca.pem"),
+            "tls-auth-clients": "no",
+            "requirepass": "tls-s3cret",
+        },
+    )
+    server.start()
+    caplog.set_level(logging.DEBUG, logger="qsse")
+    try:
+        url = f"rediss://:tls-s3cret@127.0.0.1:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+        node = fast_broker(url, timeout=5.0)
+        recorder = Recorder()
+        node.add_listener(recorder)
+        await node.start(["t"])
+        async with fast_broker(url) as publisher:
+            assert await publisher.publish("t", "t", b"over tls", 1) == 1
+            await recorder.wait_for(lambda: len(recorder.events) == 1)
+        # Without the CA the certificate is refused: TLS is really checked.
+        untrusted = RedisBroker(f"rediss://:tls-s3cret@127.0.0.1:{port}/0", timeout=2.0)
+        with pytest.raises(BrokerError) as raised:
+            await untrusted.start()
+        assert "tls-s3cret" not in str(raised.value)
+        server.stop()
+        with pytest.raises(BrokerError):
+            await node.publish("t", "t", b"x", 1)
+        await node.close()
+    finally:
+        server.stop()
+    assert recorder.events[0][1].data == b"over tls"
+    assert "tls-s3cret" not in caplog.text
