@@ -397,7 +397,11 @@ class Server:
         return config
 
     async def start(self) -> None:
-        """Start listening."""
+        """Start the broker, then listen.
+
+        :raises BrokerError: when the broker cannot be reached.
+        :raises ConfigurationError: when the address cannot be bound.
+        """
         if self._endpoint is not None:
             raise LocalProtocolError("the server is already started")
         self._loop = asyncio.get_running_loop()
@@ -632,7 +636,7 @@ class Server:
             reason = f"connection holds its maximum of {self.limits.max_subscriptions}"
         elif not await self._authorize(session.token, topic, label):
             status, reason = SubscribeStatus.NOT_AUTHORIZED, "not authorized"
-        if status == SubscribeStatus.OK and request.last_id is not None:
+        if status == SubscribeStatus.OK and request.last_id is not None and self.broker.remote:
             # Another node may have issued the position: let the broker's history catch up.
             await self.broker.sync(request.last_id)
         if session.closed:
@@ -797,10 +801,16 @@ class Server:
         Everything is checked before any state changes, so an event that could not be sent
         is never kept in the history.
 
+        With a remote :attr:`broker` (Redis) the event is only queued for it, in call order:
+        it reaches subscribers, this node's as every node's, once the broker has stored and
+        fanned it out, and this returns 0. Whether it was stored is told by
+        ``await server.broker.flush()`` (or use :meth:`publish_confirmed`).
+
         :returns: the number of subscriptions the event was queued for (events held for an
             async authorizer's answer count; connections refused the topic do not).
         :raises LocalProtocolError: if ``topic`` matches no declared topic or cannot be
             encoded as UTF-8, or the server is not running.
+        :raises BrokerError: with a remote broker known to be unreachable (nothing queued).
         :raises TypeError: if ``topic`` is not a str, or ``data`` (or the compact payload) is
             not bytes-like.
         :raises ValueError: if a content type is not an int from 0 to 2**62 - 1.
