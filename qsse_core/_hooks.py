@@ -19,7 +19,7 @@ Authenticator = Callable[[str], bool | Awaitable[bool]]
 #: A pattern subscription can then reach concrete topics the authorizer has not seen, so before
 #: the first event of each concrete topic (``ride.secret.status``) reaches the connection,
 #: live or replayed from history, it is asked again with that concrete topic; the answer is
-#: kept per connection (up to 4096 topics, then asked afresh). Events of a refused concrete
+#: kept per connection (up to 1024 topics, then asked afresh). Events of a refused concrete
 #: topic are not sent on that connection and not reported to it as a gap. An async authorizer
 #: is awaited while the subscription's later events wait in order behind its answer; a sync
 #: one answers inline (the cheaper choice on busy topics).

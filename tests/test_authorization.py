@@ -154,3 +154,28 @@ async def test_an_authorizer_can_tell_and_match_patterns():
             assert await user.subscribe("ride.*") == SubscribeStatus.NOT_AUTHORIZED
             assert await user.subscribe("ride.1") == SubscribeStatus.OK
             assert await user.subscribe("ride.secret.x") == SubscribeStatus.NOT_AUTHORIZED
+
+
+async def test_answers_are_kept_per_connection_up_to_the_bound():
+    from qsse_core.asyncio._server import _AUTHORIZED_TOPICS
+
+    asked: list[str] = []
+
+    def counting(token: str, topic: str) -> bool:
+        asked.append(topic)
+        return True
+
+    async with Server(["ride.*"], authorizer=counting) as server:
+        c = helpers.client(server.address, ["ride.*"], protocols=["qsse/2"])
+        rec = Recorder(c)
+        async with c:
+            await server.wait_subscribed("ride.*")
+            asked.clear()
+            for i in range(_AUTHORIZED_TOPICS):  # exactly as many topics as are kept
+                server.publish(f"ride.{i}", b"x")
+            server.publish("ride.0", b"again")
+            assert len(asked) == _AUTHORIZED_TOPICS  # ride.0 answered from the cache
+            server.publish(f"ride.{_AUTHORIZED_TOPICS}", b"x")  # one past: starts over
+            server.publish("ride.0", b"once more")
+            assert asked[-2:] == [f"ride.{_AUTHORIZED_TOPICS}", "ride.0"]
+            await eventually(lambda: len(rec.messages) == _AUTHORIZED_TOPICS + 3)

@@ -78,8 +78,9 @@ _GAP_REASONS = (
 _DIALABLE = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 # Concrete topics whose authorization a connection remembers; past it the cache starts over
-# (concrete topics carry ids, so they are unbounded).
-_AUTHORIZED_TOPICS = 4096
+# (concrete topics carry ids, so they are unbounded). About 40 bytes an entry: at most some
+# 40 KiB per connection, asked afresh rather than held without bound.
+_AUTHORIZED_TOPICS = 1024
 
 # An event waiting for the authorizer: ((frame, event id, declared label), concrete topic).
 _Held = tuple[tuple[bytes, int, str], str]
@@ -576,14 +577,18 @@ class Server:
             self.metrics.authentication_failures.inc()
         return ok
 
-    async def _authorize(self, token: str, topic: str, label: str) -> bool:
+    async def _authorize(self, session: _Session, topic: str, label: str) -> bool:
+        """Ask the authorizer about a subscription as the client wrote it."""
         try:
-            ok = await resolve(self.authorizer(token, topic))
+            ok = bool(await resolve(self.authorizer(session.token, topic)))
         except Exception:
             logger.exception("authorizer raised; refusing topic %r", topic)
             ok = False
         if not ok:
             self.metrics.authorization_failures.labels(topic=label).inc()
+        if not is_pattern(topic) and len(session.authorized) < _AUTHORIZED_TOPICS:
+            # A concrete topic's answer also serves pattern subscriptions that reach it.
+            session.authorized[topic] = ok
         return ok
 
     async def _admit_offer(self, session: _Session, offer: OfferReceived) -> None:
@@ -599,7 +604,7 @@ class Server:
             label = self._table.admit(topic)
             if label is None:
                 errors.append((ErrorCode.TOPIC_NOT_AVAILABLE, {"topic": topic}))
-            elif await self._authorize(offer.token, topic, label):
+            elif await self._authorize(session, topic, label):
                 admitted.append((topic, label))
             else:
                 errors.append((ErrorCode.NOT_AUTHORIZED, {"topic": topic}))
@@ -634,7 +639,7 @@ class Server:
         elif len(session.subscriptions) >= self.limits.max_subscriptions:
             status = SubscribeStatus.LIMIT_REACHED
             reason = f"connection holds its maximum of {self.limits.max_subscriptions}"
-        elif not await self._authorize(session.token, topic, label):
+        elif not await self._authorize(session, topic, label):
             status, reason = SubscribeStatus.NOT_AUTHORIZED, "not authorized"
         if status == SubscribeStatus.OK and request.last_id is not None and self.broker.remote:
             # Another node may have issued the position: let the broker's history catch up.
