@@ -60,3 +60,35 @@ async def test_a_publisher_bound_to_a_broker_alone_reaches_the_servers_on_it():
             await publisher.flush()
             await eventually(lambda: len(rec.messages) == 1)
     assert (rec.messages[0].topic, rec.messages[0].data) == ("ride.9", b'{"a":1}')
+
+
+async def test_a_client_given_several_addresses_dials_the_next_when_one_is_down():
+    import socket
+
+    from qsse_core import Client, ReconnectPolicy
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # nobody listens here once the socket is closed
+    async with Server(["t"]) as server:
+        c = Client(
+            [f"127.0.0.1:{dead}", server.address],
+            ["t"],
+            insecure=True,
+            connect_timeout=2.0,
+            reconnect=ReconnectPolicy(interval=0.01, max_attempts=3),
+        )
+        rec = Recorder(c)
+        async with c:
+            assert (c.host, c.port) == ("127.0.0.1", server.port)
+            await server.wait_subscribed("t")
+            server.publish("t", b"here")
+            await eventually(lambda: len(rec.messages) == 1)
+    assert c.addresses == (("127.0.0.1", dead), ("127.0.0.1", server.port))
+
+
+def test_a_client_needs_an_address():
+    from qsse_core import Client
+
+    with pytest.raises(ConfigurationError, match="at least one address"):
+        Client([], ["t"])

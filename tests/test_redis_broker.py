@@ -132,11 +132,17 @@ async def test_publishing_while_redis_is_down_raises_and_recovers(redis_server):
     # Known to be down now: refused at once, without a round trip.
     with pytest.raises(BrokerError, match="unreachable"):
         broker.publish_nowait("t", "t", b"3", 1)
+    registry = broker.metrics_registry
+    assert registry.get_sample_value("qsse_broker_up") == 0
+    assert registry.get_sample_value("qsse_broker_errors_total", {"operation": "publish"}) >= 2
     redis_server.start()
     async with asyncio.timeout(20):
         while not broker.connected:
             await asyncio.sleep(0.02)
     assert await broker.publish("t", "t", b"4", 1) == 2
+    assert registry.get_sample_value("qsse_broker_up") == 1
+    assert registry.get_sample_value("qsse_broker_reconnects_total") >= 1
+    assert registry.get_sample_value("qsse_broker_publish_seconds_count") == 2
     await broker.close()
 
 
