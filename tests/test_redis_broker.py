@@ -337,3 +337,20 @@ async def test_tls_and_a_password(tmp_path, caplog):
         server.stop()
     assert recorder.events[0][1].data == b"over tls"
     assert "tls-s3cret" not in caplog.text
+
+
+async def test_a_redis_that_lost_the_function_library_gets_it_back(redis_server):
+    broker = fast_broker(redis_server.url)
+    await broker.start()
+    assert await broker.publish("t", "t", b"1", 1) == 1
+    redis_server.command("FUNCTION", "FLUSH")
+    with pytest.raises(BrokerError, match="Function not found"):
+        await broker.publish("t", "t", b"2", 1)
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                assert await broker.publish("t", "t", b"3", 1) == 2
+                break
+            except BrokerError:
+                await asyncio.sleep(0.02)
+    await broker.close()

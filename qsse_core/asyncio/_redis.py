@@ -404,6 +404,9 @@ class RedisBroker:
                     if isinstance(result, BaseException):
                         self._metrics.errors.labels(operation="publish").inc()
                         self._last_error = str(result)
+                        if "Function not found" in self._last_error and self._up:
+                            # Redis came back empty (no persistence): reload the library.
+                            self._lost_connection("publish", result)
                         error = BrokerError(f"Redis did not store the event: {result}")
                         if p.future is None:
                             self._unconfirmed += 1
