@@ -16,7 +16,17 @@ import inspect
 import re
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, final
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    TypeVar,
+    cast,
+    final,
+)
 
 import msgspec
 
@@ -310,13 +320,13 @@ class TypedPublisher:
     topics: ClassVar[tuple[Topic[Any, Any], ...]] = ()
 
     def __init__(self, server: Server | Broker, *, compact: bool = False) -> None:
-        from .asyncio import BrokerPublisher, Server
+        from .asyncio import BrokerPublisher
 
-        target: Server | BrokerPublisher = (
-            server
-            if isinstance(server, Server)
-            else BrokerPublisher(server, [topic.pattern for topic in self.topics])
-        )
+        target: Server | BrokerPublisher
+        if hasattr(server, "publish_nowait"):  # a broker: servers have no such method
+            target = BrokerPublisher(cast("Broker", server), [t.pattern for t in self.topics])
+        else:
+            target = server
         missing = [
             topic.pattern
             for topic in self.topics
@@ -336,9 +346,9 @@ class TypedPublisher:
 
         :raises ConfigurationError: when bound to a broker alone.
         """
-        from .asyncio import Server
+        from .asyncio import BrokerPublisher
 
-        if not isinstance(self._server, Server):
+        if isinstance(self._server, BrokerPublisher):
             raise ConfigurationError(f"{type(self).__name__} is bound to a broker, not a server")
         return self._server
 
