@@ -354,3 +354,14 @@ async def test_a_redis_that_lost_the_function_library_gets_it_back(redis_server)
             except BrokerError:
                 await asyncio.sleep(0.02)
     await broker.close()
+
+
+async def test_a_server_that_cannot_reach_redis_does_not_start(tmp_path):
+    from qsse_core import Server
+
+    server = Server(["t"], broker=RedisBroker(f"unix://{tmp_path}/none.sock", timeout=1.0))
+    with pytest.raises(BrokerError, match="cannot reach Redis"):
+        await server.start()
+    assert server.connection_count == 0
+    with pytest.raises(Exception, match="not started"):
+        _ = server.port

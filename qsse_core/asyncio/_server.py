@@ -407,6 +407,7 @@ class Server:
             raise LocalProtocolError("the server is already started")
         self._loop = asyncio.get_running_loop()
         self._closing = False
+        configuration = self._configuration()
         # The broker first: a node that cannot reach it does not take clients.
         await self.broker.start(self._table.declared)
         self.broker.add_listener(self._feed)
@@ -415,7 +416,7 @@ class Server:
                 self.host,
                 self._requested_port,
                 self._backend,
-                self._configuration(),
+                configuration,
                 self._create_protocol,
                 reuse_port=self._reuse_port,
             )
