@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import datetime as _datetime
 import decimal as _decimal
-import enum as _enum
 import typing as _typing
 import uuid as _uuid
 
 import msgspec as _msgspec
+import typing_extensions as _typing_extensions
 
 import qsse_core as _qsse_core
 from qsse_core import typed as _typed
@@ -51,7 +51,7 @@ __all__ = [
 SCHEMA_VERSION: _typing.Final = "1.1.0"
 
 
-class RideState(_enum.Enum):
+class RideState(_typed.OpenEnum):
     """Where a ride is in its lifecycle."""
 
     REQUESTED = "requested"
@@ -62,7 +62,7 @@ class RideState(_enum.Enum):
     CANCELLED = "cancelled"
 
 
-class VehicleClass(_enum.Enum):
+class VehicleClass(_typed.OpenEnum):
     """The kind of car a passenger asked for."""
 
     ECONOMY = "economy"
@@ -297,41 +297,6 @@ RidesReceived: _typing.TypeAlias = (
     | _typed.Received[None, Receipt]
 )
 
-_PassengerStartHandlerT = _typing.TypeVar(
-    "_PassengerStartHandlerT",
-    bound=_typed.Handler[PassengerStart],
-)
-
-_PassengerCancelHandlerT = _typing.TypeVar(
-    "_PassengerCancelHandlerT",
-    bound=_typed.Handler[PassengerCancel],
-)
-
-_DriverLocationHandlerT = _typing.TypeVar(
-    "_DriverLocationHandlerT",
-    bound=_typed.Handler[DriverLocation],
-)
-
-_RideStatusHandlerT = _typing.TypeVar(
-    "_RideStatusHandlerT",
-    bound=_typed.Handler[RideStatus],
-)
-
-_RideStatusParamsHandlerT = _typing.TypeVar(
-    "_RideStatusParamsHandlerT",
-    bound=_typed.ParamsHandler[RideStatusParams, RideStatus],
-)
-
-_RideReceiptHandlerT = _typing.TypeVar(
-    "_RideReceiptHandlerT",
-    bound=_typed.Handler[Receipt],
-)
-
-_DriverPositionHandlerT = _typing.TypeVar(
-    "_DriverPositionHandlerT",
-    bound=_typed.Handler[DriverLocation],
-)
-
 
 class RidesPublisher(_typed.TypedPublisher):
     """Publishes ``rides`` events on a :class:`qsse_core.Server`, checking each fully first;
@@ -407,6 +372,13 @@ class RidesPublisher(_typed.TypedPublisher):
         """
         return self._publish(RIDE_RECEIPT, event, None)
 
+    @_typing_extensions.deprecated(
+        (
+            "subscribe to driver.location (driver_location) instead; driver.position goes away in"
+            " 2.0"
+        ),
+        category=None,
+    )
     def driver_position(self, event: DriverLocation) -> int:
         """Publish on ``driver.position``: The pre-1.0 name of driver.location, still published for
         old apps.
@@ -446,47 +418,70 @@ class RidesSubscriber(_typed.TypedSubscriber):
         """Yield each event the client receives, decoded, until the client closes."""
         return self._iterate()
 
-    def on_passenger_start(self, handler: _PassengerStartHandlerT, /) -> _PassengerStartHandlerT:
+    def on_passenger_start(
+        self,
+        handler: _typing.Callable[[PassengerStart], _typed.R],
+        /,
+    ) -> _typing.Callable[[PassengerStart], _typed.R]:
         """Handle each event on ``ride.passenger.start``: A passenger asked for a ride.
 
         Use it as a decorator (``@subscriber.on_passenger_start``) or call it with the handler.
 
-        :param handler: called with each :class:`PassengerStart`; it may be a coroutine function.
+        :param handler: called with each :class:`PassengerStart`; when it returns an awaitable (a
+            coroutine function), that is awaited before the next handler runs, and any other
+            return value is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(PASSENGER_START, handler)
         return handler
 
-    def on_passenger_cancel(self, handler: _PassengerCancelHandlerT, /) -> _PassengerCancelHandlerT:
+    def on_passenger_cancel(
+        self,
+        handler: _typing.Callable[[PassengerCancel], _typed.R],
+        /,
+    ) -> _typing.Callable[[PassengerCancel], _typed.R]:
         """Handle each event on ``ride.passenger.cancel``: A passenger cancelled a ride.
 
         Use it as a decorator (``@subscriber.on_passenger_cancel``) or call it with the handler.
 
-        :param handler: called with each :class:`PassengerCancel`; it may be a coroutine
-            function.
+        :param handler: called with each :class:`PassengerCancel`; when it returns an awaitable
+            (a coroutine function), that is awaited before the next handler runs, and any other
+            return value is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(PASSENGER_CANCEL, handler)
         return handler
 
-    def on_driver_location(self, handler: _DriverLocationHandlerT, /) -> _DriverLocationHandlerT:
+    def on_driver_location(
+        self,
+        handler: _typing.Callable[[DriverLocation], _typed.R],
+        /,
+    ) -> _typing.Callable[[DriverLocation], _typed.R]:
         """Handle each event on ``driver.location``: Driver positions, for maps and dispatch.
 
         Use it as a decorator (``@subscriber.on_driver_location``) or call it with the handler.
 
-        :param handler: called with each :class:`DriverLocation`; it may be a coroutine function.
+        :param handler: called with each :class:`DriverLocation`; when it returns an awaitable (a
+            coroutine function), that is awaited before the next handler runs, and any other
+            return value is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(DRIVER_LOCATION, handler)
         return handler
 
-    def on_ride_status(self, handler: _RideStatusHandlerT, /) -> _RideStatusHandlerT:
+    def on_ride_status(
+        self,
+        handler: _typing.Callable[[RideStatus], _typed.R],
+        /,
+    ) -> _typing.Callable[[RideStatus], _typed.R]:
         """Handle each event on ``ride.{ride_id}.status``: Status changes of one ride; subscribe to
         ride.42.status for one ride or ride.*.status for all.
 
         Use it as a decorator (``@subscriber.on_ride_status``) or call it with the handler.
 
-        :param handler: called with each :class:`RideStatus`; it may be a coroutine function.
+        :param handler: called with each :class:`RideStatus`; when it returns an awaitable (a
+            coroutine function), that is awaited before the next handler runs, and any other
+            return value is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(RIDE_STATUS, handler)
@@ -494,31 +489,48 @@ class RidesSubscriber(_typed.TypedSubscriber):
 
     def on_ride_status_with_params(
         self,
-        handler: _RideStatusParamsHandlerT,
+        handler: _typing.Callable[[RideStatusParams, RideStatus], _typed.R],
         /,
-    ) -> _RideStatusParamsHandlerT:
+    ) -> _typing.Callable[[RideStatusParams, RideStatus], _typed.R]:
         """Like :meth:`on_ride_status`, also passing the parameters of the concrete topic each event
         arrived on.
 
-        :param handler: called with a :class:`RideStatusParams` and a :class:`RideStatus`; it may
-            be a coroutine function.
+        :param handler: called with a :class:`RideStatusParams` and a :class:`RideStatus`; an
+            awaitable it returns is awaited.
         :returns: ``handler``, unchanged.
         """
         self._on_with_params(RIDE_STATUS, handler)
         return handler
 
-    def on_ride_receipt(self, handler: _RideReceiptHandlerT, /) -> _RideReceiptHandlerT:
+    def on_ride_receipt(
+        self,
+        handler: _typing.Callable[[Receipt], _typed.R],
+        /,
+    ) -> _typing.Callable[[Receipt], _typed.R]:
         """Handle each event on ``billing.receipt``: Receipts of finished rides.
 
         Use it as a decorator (``@subscriber.on_ride_receipt``) or call it with the handler.
 
-        :param handler: called with each :class:`Receipt`; it may be a coroutine function.
+        :param handler: called with each :class:`Receipt`; when it returns an awaitable (a
+            coroutine function), that is awaited before the next handler runs, and any other
+            return value is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(RIDE_RECEIPT, handler)
         return handler
 
-    def on_driver_position(self, handler: _DriverPositionHandlerT, /) -> _DriverPositionHandlerT:
+    @_typing_extensions.deprecated(
+        (
+            "subscribe to driver.location (driver_location) instead; driver.position goes away in"
+            " 2.0"
+        ),
+        category=None,
+    )
+    def on_driver_position(
+        self,
+        handler: _typing.Callable[[DriverLocation], _typed.R],
+        /,
+    ) -> _typing.Callable[[DriverLocation], _typed.R]:
         """Handle each event on ``driver.position``: The pre-1.0 name of driver.location, still
         published for old apps.
 
@@ -527,7 +539,9 @@ class RidesSubscriber(_typed.TypedSubscriber):
         **Deprecated:** subscribe to driver.location (driver_location) instead; driver.position
         goes away in 2.0
 
-        :param handler: called with each :class:`DriverLocation`; it may be a coroutine function.
+        :param handler: called with each :class:`DriverLocation`; when it returns an awaitable (a
+            coroutine function), that is awaited before the next handler runs, and any other
+            return value is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(DRIVER_POSITION, handler)

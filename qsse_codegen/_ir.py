@@ -8,11 +8,15 @@ loop over it. It is frozen and acyclic: nothing refers back to its parent.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 import json
 import re
 import textwrap
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
+from . import _names
 from . import _schema as s
 
 __all__ = [
@@ -81,8 +85,9 @@ class EnumIR:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MethodIR:
-    """A method: its ``def`` line(s), docstring and one-line body, indented for a class."""
+    """A method: its decorators, ``def`` line(s), docstring and body, indented for a class."""
 
+    decorators: tuple[str, ...]
     signature: tuple[str, ...]
     docstring: tuple[str, ...]
     body: tuple[str, ...]
@@ -101,8 +106,7 @@ class TopicIR:
     #: the glob servers declare, as a literal, e.g. ``"ride.*.status"``.
     pattern: str
     publish: MethodIR
-    #: the TypeVar(s) bounding handlers, then the ``on_`` method(s) registering them.
-    typevars: tuple[str, ...]
+    #: the ``on_`` method(s) registering handlers.
     handlers: tuple[MethodIR, ...]
     received: str
 
@@ -195,10 +199,6 @@ def _comment(text: str, indent: int) -> tuple[str, ...]:
     return _indent([f"#: {line}" if line else "#:" for line in lines], indent)
 
 
-def _camel(snake: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in snake.split("_"))
-
-
 def _annotation(expr: s.TypeExpr) -> str:
     if isinstance(expr, s.ListType):
         return f"list[{_annotation(expr.item)}]"
@@ -220,6 +220,22 @@ def _meta(constraints: Sequence[tuple[str, int | float | str | bool]]) -> str:
     return f"_msgspec.Meta({', '.join(args)})"
 
 
+def _datetime_args(value: datetime.date) -> str:
+    if not isinstance(value, datetime.datetime):
+        return f"{value.year}, {value.month}, {value.day}"
+    args = [value.year, value.month, value.day, value.hour, value.minute, value.second]
+    text = ", ".join(map(str, args))
+    if value.microsecond:
+        text += f", {value.microsecond}"
+    offset = value.utcoffset()
+    if offset is None:
+        return text
+    if not offset:
+        return f"{text}, tzinfo=_datetime.timezone.utc"
+    seconds = int(offset.total_seconds())
+    return f"{text}, tzinfo=_datetime.timezone(_datetime.timedelta(seconds={seconds}))"
+
+
 def _default(field: s.Field, enums: Mapping[str, s.Enum]) -> str:
     value = field.default
     if value is None:
@@ -233,6 +249,16 @@ def _default(field: s.Field, enums: Mapping[str, s.Enum]) -> str:
         return f" = {_literal(value)}"
     if isinstance(value, int | float):
         return f" = {_number(value)}"
+    if isinstance(value, bytes):
+        return f" = {value!r}"
+    if isinstance(value, decimal.Decimal):
+        return f" = _decimal.Decimal({_literal(str(value))})"
+    if isinstance(value, uuid.UUID):
+        return f" = _uuid.UUID({_literal(str(value))})"
+    if isinstance(value, datetime.datetime):
+        return f" = _datetime.datetime({_datetime_args(value)})"
+    if isinstance(value, datetime.date):
+        return f" = _datetime.date({_datetime_args(value)})"
     # A factory makes the fresh-container-per-instance behaviour visible to readers.
     factory = "list" if isinstance(value, list) else "dict"
     return f" = _msgspec.field(default_factory={factory})"
@@ -271,8 +297,26 @@ def _signature(name: str, args: Sequence[str], returns: str) -> tuple[str, ...]:
     return _indent([f"def {name}(", *(f"    {arg}," for arg in args), f") -> {returns}:"], 4)
 
 
-def _typevar(name: str, bound: str) -> tuple[str, ...]:
-    return (f"{name} = _typing.TypeVar(", f'    "{name}",', f"    bound={bound},", ")")
+def _deprecated(note: str | None) -> tuple[str, ...]:
+    """PEP 702 ``@deprecated`` for type checkers; ``category=None`` because the runtime warns
+    itself (``qsse_core.typed``), naming the topic, once per use."""
+    if note is None:
+        return ()
+    line = f"@_typing_extensions.deprecated({_literal(note)}, category=None)"
+    if 4 + len(line) <= LINE_WIDTH:
+        return _indent([line], 4)
+    pieces = textwrap.wrap(note, LINE_WIDTH - 16, drop_whitespace=False)
+    return _indent(
+        [
+            "@_typing_extensions.deprecated(",
+            "    (",
+            *(f"        {_literal(piece)}" for piece in pieces),
+            "    ),",
+            "    category=None,",
+            ")",
+        ],
+        4,
+    )
 
 
 def _keyword(name: str, text: str) -> list[str]:
@@ -312,9 +356,8 @@ def _const_head(const: str, annotation: str) -> tuple[str, ...]:
 
 
 def _topic(topic: s.Topic) -> TopicIR:
-    camel = _camel(topic.name)
-    params_class = f"{camel}Params" if topic.params else "None"
-    const = topic.name.upper()
+    params_class = _names.params_class(topic.name) if topic.params else "None"
+    const = _names.topic_const(topic.name)
     wire = f"``{topic.wire}``"
     deprecation = f"**Deprecated:** {topic.deprecated}" if topic.deprecated else None
 
@@ -346,7 +389,9 @@ def _topic(topic: s.Topic) -> TopicIR:
                 ]
             )
         body = (*call.split("\n"), f"        return self._publish({const}, event, params)")
+    decorators = _deprecated(topic.deprecated)
     publish = MethodIR(
+        decorators,
         _signature(topic.name, args, "int"),
         _docstring(
             f"Publish on {wire}: {topic.doc}",
@@ -363,18 +408,20 @@ def _topic(topic: s.Topic) -> TopicIR:
         body,
     )
 
-    handler_t = f"_{camel}HandlerT"
-    typevars = _typevar(handler_t, f"_typed.Handler[{topic.event}]")
+    on = _names.on_method(topic.name)
+    handler = f"_typing.Callable[[{topic.event}], _typed.R]"
     handlers = [
         MethodIR(
-            _signature(f"on_{topic.name}", ["self", f"handler: {handler_t}", "/"], handler_t),
+            decorators,
+            _signature(on, ["self", f"handler: {handler}", "/"], handler),
             _docstring(
                 f"Handle each event on {wire}: {topic.doc}\n\nUse it as a decorator "
-                f"(``@subscriber.on_{topic.name}``) or call it with the handler.",
+                f"(``@subscriber.{on}``) or call it with the handler.",
                 8,
                 [
-                    f":param handler: called with each :class:`{topic.event}`; it may be a "
-                    "coroutine function.",
+                    f":param handler: called with each :class:`{topic.event}`; when it returns "
+                    "an awaitable (a coroutine function), that is awaited before the next "
+                    "handler runs, and any other return value is ignored.",
                     ":returns: ``handler``, unchanged.",
                 ],
                 note=deprecation,
@@ -383,26 +430,22 @@ def _topic(topic: s.Topic) -> TopicIR:
         )
     ]
     if topic.params:
-        params_handler_t = f"_{camel}ParamsHandlerT"
-        typevars = (
-            *typevars,
-            "",
-            *_typevar(params_handler_t, f"_typed.ParamsHandler[{params_class}, {topic.event}]"),
-        )
+        params_handler = f"_typing.Callable[[{params_class}, {topic.event}], _typed.R]"
         handlers.append(
             MethodIR(
+                decorators,
                 _signature(
-                    f"on_{topic.name}_with_params",
-                    ["self", f"handler: {params_handler_t}", "/"],
-                    params_handler_t,
+                    _names.on_with_params_method(topic.name),
+                    ["self", f"handler: {params_handler}", "/"],
+                    params_handler,
                 ),
                 _docstring(
-                    f"Like :meth:`on_{topic.name}`, also passing the parameters of the concrete "
+                    f"Like :meth:`{on}`, also passing the parameters of the concrete "
                     "topic each event arrived on.",
                     8,
                     [
                         f":param handler: called with a :class:`{params_class}` and a "
-                        f":class:`{topic.event}`; it may be a coroutine function.",
+                        f":class:`{topic.event}`; an awaitable it returns is awaited.",
                         ":returns: ``handler``, unchanged.",
                     ],
                     note=deprecation,
@@ -418,7 +461,6 @@ def _topic(topic: s.Topic) -> TopicIR:
         const_args=_indent(const_args, 4),
         pattern=_literal(_glob(topic.wire)),
         publish=publish,
-        typevars=typevars,
         handlers=tuple(handlers),
         received=f"_typed.Received[{params_class}, {topic.event}]",
     )
@@ -433,7 +475,7 @@ def _params_record(topic: s.Topic) -> RecordIR:
         declaration = _declaration(param.name, _SCALARS[param.type], constraints, False, "")
         fields.append(FieldIR(param.name, (*_comment(param.doc, 4), *declaration)))
     return RecordIR(
-        f"{_camel(topic.name)}Params",
+        _names.params_class(topic.name),
         _docstring(f"Parameters of topic ``{topic.wire}``.", 4),
         tuple(fields),
     )
@@ -464,14 +506,11 @@ def lower(schema: s.Schema) -> ModuleIR:
 
     code = [line for r in (*record_irs, *params_irs) for f in r.fields for line in f.lines]
     stdlib = {"import typing as _typing", *_imports(code)}
-    if enum_irs:
-        stdlib.add("import enum as _enum")
 
-    prefix = _camel(schema.package)
     publisher, subscriber, received = (
-        f"{prefix}Publisher",
-        f"{prefix}Subscriber",
-        f"{prefix}Received",
+        _names.publisher_class(schema.package),
+        _names.subscriber_class(schema.package),
+        _names.received_alias(schema.package),
     )
     all_names = {
         "SCHEMA_VERSION",
@@ -497,7 +536,14 @@ def lower(schema: s.Schema) -> ModuleIR:
             0,
         ),
         imports_stdlib=tuple(sorted(stdlib)),
-        imports_third_party=("import msgspec as _msgspec",),
+        imports_third_party=(
+            "import msgspec as _msgspec",
+            *(
+                ("import typing_extensions as _typing_extensions",)
+                if any(t.deprecated for t in schema.topics)
+                else ()
+            ),
+        ),
         imports_first_party=(
             "import qsse_core as _qsse_core",
             "from qsse_core import typed as _typed",

@@ -11,15 +11,24 @@ names and annotations are computed later by :mod:`qsse_codegen._ir`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import datetime
+import decimal
 import difflib
 import keyword
 import math
+import os
+import pathlib
 import re
 import tomllib
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any, TypeAlias
+
+from . import _names
 
 __all__ = [
     "SCALAR_TYPES",
@@ -56,8 +65,8 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}\Z")
 #: would shadow the builtin inside the class body, where msgspec resolves annotations.
 _SHADOWED_BUILTINS = frozenset({"bool", "bytes", "dict", "float", "int", "list", "str"})
 
-#: Names the generated publisher and subscriber use themselves (methods of the runtime bases).
-_RESERVED_TOPIC_NAMES = frozenset({"client", "create_server", "server", "topics"})
+#: Wire topics the protocol keeps for itself (Go qsse sends qsse/1 error events on ``error``).
+_RESERVED_WIRE_TOPICS = ("error",)
 
 #: Keyword parameters of every publisher method besides the topic parameters.
 _RESERVED_PARAM_NAMES = frozenset({"event", "self"})
@@ -102,7 +111,19 @@ class MapType:
 
 TypeExpr: TypeAlias = NamedType | ListType | MapType
 Number: TypeAlias = int | float
-Default: TypeAlias = str | int | float | bool | list[Any] | dict[str, Any]
+Default: TypeAlias = (
+    str
+    | int
+    | float
+    | bool
+    | bytes
+    | decimal.Decimal
+    | datetime.date
+    | datetime.datetime
+    | uuid.UUID
+    | list[Any]
+    | dict[str, Any]
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -451,6 +472,42 @@ def _globs_overlap(a: str, b: str) -> bool:
     return go(0, 0)
 
 
+def _overlap_example(a: str, b: str) -> str | None:
+    """A topic matching both patterns, stars standing for ``x`` or for the other side's
+    characters (``ride.*.status``, ``ride.*.*.status`` → ``ride.x.x.status``); None if there
+    is none without empty segments."""
+
+    @cache
+    def go(i: int, j: int) -> str | None:
+        if i == len(a) and j == len(b):
+            return ""
+        star_a = i < len(a) and a[i] == "*"
+        star_b = j < len(b) and b[j] == "*"
+        options: list[tuple[str, int, int]] = []
+        if star_a and star_b:
+            options += [("x", i + 1, j + 1), ("x", i, j + 1), ("x", i + 1, j)]
+        if star_a:
+            options.append(("", i + 1, j))
+            if j < len(b) and not star_b:
+                options.append((b[j], i, j + 1))
+        if star_b:
+            options.append(("", i, j + 1))
+            if i < len(a) and not star_a:
+                options.append((a[i], i + 1, j))
+        if i < len(a) and j < len(b) and a[i] == b[j] and not star_a:
+            options.append((a[i], i + 1, j + 1))
+        for text, ni, nj in options:
+            rest = go(ni, nj)
+            if rest is not None and ".." not in text + rest:
+                return text + rest
+        return None
+
+    found = go(0, 0)
+    if found is None or found.startswith(".") or found.endswith(".") or ".." in found:
+        return None
+    return found
+
+
 def parse_schema(source: str, path: str) -> Schema:
     """Check a schema given as TOML text; ``path`` only names it in messages and output.
 
@@ -466,8 +523,23 @@ def parse_schema(source: str, path: str) -> Schema:
     return _check(document, _Checker(path, source))
 
 
+def display_path(path: str) -> str:
+    """``path`` as messages and generated headers name it: normalised (``./shop.toml`` and
+    ``shop.toml`` are one file), with ``/`` separators, and relative when it lies under the
+    current directory, so output does not depend on how the path was spelled."""
+    normal = os.path.normpath(path)
+    if os.path.isabs(normal):
+        try:
+            relative = os.path.relpath(normal)
+        except ValueError:  # another drive, on Windows
+            relative = normal
+        if not relative.startswith(".."):
+            normal = relative
+    return pathlib.PurePath(normal).as_posix()
+
+
 def load_schema(path: str) -> Schema:
-    """Read and check the schema file at ``path`` (relative paths are kept as given).
+    """Read and check the schema file at ``path``, named as :func:`display_path` says.
 
     :raises SchemaError: when the file cannot be read or the schema has problems.
     """
@@ -480,7 +552,7 @@ def load_schema(path: str) -> Schema:
         ) from None
     except UnicodeDecodeError as exc:
         raise SchemaError([Problem(path, None, "", f"schema is not UTF-8: {exc.reason}")]) from None
-    return parse_schema(source, path)
+    return parse_schema(source, display_path(path))
 
 
 def _check(document: dict[str, Any], c: _Checker) -> Schema:
@@ -527,14 +599,6 @@ def _check(document: dict[str, Any], c: _Checker) -> Schema:
     record_names = {n for n, where in owners.items() if where.startswith("records.")}
     known_types = (*SCALAR_TYPES, *sorted(owners))
 
-    generated_names = _generated_names(package, topics_table)
-    for name, where in sorted(owners.items()):
-        if name in generated_names:
-            c.report(
-                tuple(where.split(".")),
-                f"type name {name!r} would shadow the generated {generated_names[name]}",
-            )
-
     enums = tuple(
         e for e in (_check_enum(c, name, value) for name, value in enums_table.items()) if e
     )
@@ -557,6 +621,7 @@ def _check(document: dict[str, Any], c: _Checker) -> Schema:
         if t
     )
     _check_collisions(c, topics)
+    _check_names(c, package, owners, topics_table)
     if not topics_table:
         c.report(("topics",), "a schema needs at least one topic")
 
@@ -565,25 +630,46 @@ def _check(document: dict[str, Any], c: _Checker) -> Schema:
     return Schema(c.path, package, version, doc, enums, records, topics)
 
 
-def _camel(snake: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in snake.split("_"))
+def _check_names(
+    c: _Checker, package: str, owners: Mapping[str, str], topics: Mapping[str, Any]
+) -> None:
+    """Refuse two schema keys deriving one Python name, and names shadowing the runtime's.
 
-
-def _generated_names(package: str, topics: Mapping[str, Any]) -> dict[str, str]:
-    """Module-level names the generator defines itself, which schema types must not take."""
-    prefix = _camel(package)
-    names = {
-        f"{prefix}Publisher": "publisher class",
-        f"{prefix}Subscriber": "subscriber class",
-        f"{prefix}Received": "received-event alias",
-    }
-    names["TOPICS"] = "tuple of wire topics"
-    names["SCHEMA_VERSION"] = "schema version constant"
-    for topic, value in topics.items():
-        names[topic.upper()] = f"constant of topic {topic!r}"
-        if isinstance(value, dict) and value.get("params"):
-            names[f"{_camel(topic)}Params"] = f"parameters class of topic {topic!r}"
-    return names
+    One problem per pair of keys (or key and fixed name), listing every name they share.
+    """
+    types = sorted(((key, name) for name, key in owners.items()), key=lambda kv: kv[1])
+    valid = [
+        (name, isinstance(value, dict) and bool(value.get("params")))
+        for name, value in topics.items()
+        if _SNAKE_NAME.match(name) and not keyword.iskeyword(name)
+    ]
+    emitted = _names.module_names(package, types, valid)
+    first: dict[tuple[str, str], _names.Emitted] = {}
+    clashes: dict[tuple[str, str], list[tuple[_names.Emitted, _names.Emitted]]] = {}
+    for item in emitted:
+        base = _names.BASE_MEMBERS.get(item.namespace, frozenset())
+        if item.name in base:
+            cls = "TypedPublisher" if item.namespace == "publisher" else "TypedSubscriber"
+            c.report(
+                tuple(item.key.split(".")),
+                f"its {item.what} {item.name!r} would shadow {cls}.{item.name} of the runtime; "
+                "choose another name",
+            )
+            continue
+        earlier = first.setdefault((item.namespace, item.name), item)
+        if earlier is not item:
+            clashes.setdefault((item.key, earlier.key), []).append((item, earlier))
+    for (key, other), pairs in clashes.items():
+        if not key:
+            continue  # two fixed names never clash
+        mine = " and ".join(f"{item.what} {item.name!r}" for item, _ in pairs)
+        theirs = " and ".join(dict.fromkeys(e.what for _, e in pairs))
+        if not other:
+            message = f"its {mine} would replace the generated {theirs}; choose another name"
+        else:
+            verb = "collides" if len(pairs) == 1 else "collide"
+            message = f"its {mine} {verb} with the {theirs} of {other}; rename one of them"
+        c.report(tuple(key.split(".")), message)
 
 
 def _check_enum(c: _Checker, name: str, value: object) -> Enum | None:
@@ -724,18 +810,7 @@ def _check_field(
             continue
         constraints.append((constraint, bound))
     bounds = dict(constraints)
-    for low, high in (
-        ("ge", "le"),
-        ("ge", "lt"),
-        ("gt", "le"),
-        ("gt", "lt"),
-        ("min_length", "max_length"),
-    ):
-        lo, hi = bounds.get(low), bounds.get(high)
-        if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
-            c.report(
-                (*key, high), f"{high} = {hi!r} is below {low} = {lo!r}; no value can satisfy both"
-            )
+    _check_ranges(c, key, kind, bounds)
 
     default: Default | None = None
     if "default" in table:
@@ -743,6 +818,99 @@ def _check_field(
         if default is None:
             return None
     return Field(name, expr, doc, optional, default, tuple(constraints))
+
+
+def _check_ranges(
+    c: _Checker, key: tuple[str, ...], kind: str, bounds: Mapping[str, Number | str | bool]
+) -> None:
+    """Refuse bounds no value can satisfy, e.g. ``gt = 1.0, lt = 1.0`` or ``ge = 2, lt = 3``
+    on an ``int`` (which leaves 2) is fine but ``gt = 2, lt = 3`` is not."""
+    for low, high in (("ge", "le"), ("ge", "lt"), ("gt", "le"), ("gt", "lt")):
+        lo, hi = bounds.get(low), bounds.get(high)
+        if not isinstance(lo, int | float) or not isinstance(hi, int | float):
+            continue
+        if kind == "int":
+            # Integers: the smallest and largest values the bounds allow.
+            first = lo + 1 if low == "gt" else lo
+            last = hi - 1 if high == "lt" else hi
+            empty = first > last
+        else:
+            empty = lo > hi or (lo == hi and (low == "gt" or high == "lt"))
+        if empty:
+            c.report(
+                (*key, high),
+                f"{high} = {hi!r} with {low} = {lo!r} leaves no {kind} value that satisfies both",
+            )
+    lo, hi = bounds.get("min_length"), bounds.get("max_length")
+    if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+        c.report(
+            (*key, "max_length"),
+            f"max_length = {hi!r} is below min_length = {lo!r}; no value can satisfy both",
+        )
+
+
+def _scalar_default(kind: str, value: object) -> tuple[Default | None, str]:
+    """``(value as Python, "")``, or ``(None, what was expected)`` when ``value`` does not fit.
+
+    TOML has no Decimal, UUID or bytes, so those are written as strings: a decimal number, a
+    canonical UUID, and base64 (as in JSON). Dates and date-times are TOML's own.
+    """
+    if kind == "str":
+        return (value, "") if isinstance(value, str) else (None, "a string")
+    if kind == "bool":
+        return (value, "") if isinstance(value, bool) else (None, "a boolean")
+    if kind == "int":
+        return (value, "") if type(value) is int else (None, "an integer")
+    if kind == "float":
+        if type(value) not in (int, float):
+            return None, "a number"
+        assert isinstance(value, int | float)
+        if not math.isfinite(value):
+            return None, "a finite number (NaN and infinities are refused)"
+        return float(value), ""
+    if kind == "Decimal":
+        want = 'a finite decimal number as a string or integer, e.g. "12.50"'
+        if type(value) is int or isinstance(value, str):
+            try:
+                number = decimal.Decimal(value)
+            except decimal.InvalidOperation:
+                return None, want
+            return (number, "") if number.is_finite() else (None, want)
+        return None, want
+    if kind == "UUID":
+        if isinstance(value, str):
+            try:
+                return uuid.UUID(value), ""
+            except ValueError:
+                pass
+        return None, 'a UUID string, e.g. "00000000-0000-4000-8000-000000000000"'
+    if kind == "bytes":
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True), ""
+            except binascii.Error:
+                pass
+        return None, "a base64 string, as bytes travel in JSON"
+    if kind == "datetime":
+        if type(value) is datetime.datetime:
+            return value, ""
+        return None, "a TOML date-time, e.g. 2024-01-01T00:00:00Z"
+    if kind == "date":
+        if type(value) is datetime.date:
+            return value, ""
+        return None, "a TOML date, e.g. 2024-01-01"
+    raise AssertionError(kind)
+
+
+def _show(value: object) -> str:
+    """A default as the schema author wrote it (TOML-ish), for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return repr(value)
 
 
 def _check_default(
@@ -754,63 +922,69 @@ def _check_default(
     bounds: Mapping[str, Number | str | bool],
 ) -> Default | None:
     kind = _kind(expr)
+    checked: Default | None
     if kind in ("list", "map"):
         empty: list[Any] | dict[str, Any] = [] if kind == "list" else {}
         if value != empty or type(value) is not type(empty):
             c.report(key, f"a {kind} default must be {'[]' if kind == 'list' else '{}'}")
             return None
-        return empty
-    expected: dict[str, tuple[type, ...]] = {
-        "str": (str,),
-        "int": (int,),
-        "float": (int, float),
-        "bool": (bool,),
-    }
-    if kind in enum_values:
+        checked = empty
+    elif kind in enum_values:
         if not isinstance(value, str) or value not in enum_values[kind]:
             values = enum_values[kind]
             hint = _suggest(value, values) if isinstance(value, str) else ""
-            c.report(key, f"default {value!r} is not a value of enum {kind!r}{hint}")
+            c.report(key, f"default {_show(value)} is not a value of enum {kind!r}{hint}")
             return None
         return value
-    if kind not in expected:
+    elif kind in SCALAR_TYPES:
+        checked, expected = _scalar_default(kind, value)
+        if checked is None:
+            c.report(
+                key,
+                f"expected {expected} for a {kind!r} default, got {_show(value)} "
+                f"({_toml_type(value)})",
+            )
+            return None
+    else:
         c.report(
             key,
-            f"type {kind!r} cannot have a default "
-            "(supported: str, int, float, bool, enums, [] and {})",
+            f"a field of record type {kind!r} cannot have a default; "
+            "leave it out (an optional field defaults to None)",
         )
         return None
-    if type(value) not in expected[kind] or (isinstance(value, float) and not math.isfinite(value)):
-        c.report(
-            key,
-            f"expected {_TOML_TYPE_NAMES[expected[kind][-1]]} for a {kind!r} default, "
-            f"got {_toml_type(value)}",
-        )
-        return None
-    assert isinstance(value, str | int | float)
-    violated = _violated(value, bounds)
+    violated = _violated(checked, bounds)
     if violated:
-        c.report(key, f"default {value!r} violates {violated}")
+        c.report(key, f"default {_show(value)} violates {violated}")
         return None
-    return value
+    return checked
 
 
-def _violated(value: str | int | float, bounds: Mapping[str, Number | str | bool]) -> str:
+def _violated(value: Default, bounds: Mapping[str, Number | str | bool]) -> str:
+    """The first constraint ``value`` breaks, as ``name = bound``, or ""."""
     for name, bound in sorted(bounds.items()):
-        if isinstance(value, str):
-            if name == "min_length" and isinstance(bound, int) and len(value) < bound:
-                return f"min_length = {bound}"
-            if name == "max_length" and isinstance(bound, int) and len(value) > bound:
-                return f"max_length = {bound}"
-            if name == "pattern" and isinstance(bound, str) and not _compiled(bound).search(value):
+        if name in _LENGTH_CONSTRAINTS and isinstance(value, str | bytes | list | dict):
+            assert isinstance(bound, int)
+            if (name == "min_length" and len(value) < bound) or (
+                name == "max_length" and len(value) > bound
+            ):
+                return f"{name} = {bound}"
+        elif name == "pattern" and isinstance(value, str) and isinstance(bound, str):
+            if not _compiled(bound).search(value):
                 return f"pattern = {bound!r}"
-        elif isinstance(bound, int | float) and not isinstance(bound, bool):
+        elif name == "tz" and isinstance(value, datetime.datetime):
+            if (value.tzinfo is not None) != bound:
+                return "tz = true" if bound else "tz = false"
+        elif (
+            name in _NUMERIC_CONSTRAINTS
+            and isinstance(value, int | float)
+            and isinstance(bound, int | float)
+        ):
             failed = {
                 "ge": value < bound,
                 "gt": value <= bound,
                 "le": value > bound,
                 "lt": value >= bound,
-            }.get(name, False)
+            }[name]
             if failed:
                 return f"{name} = {bound!r}"
     return ""
@@ -857,12 +1031,6 @@ def _check_topic(
     key = ("topics", name)
     problems_before = len(c.problems)
     ok = c.name(name, _SNAKE_NAME, "topic", key)
-    if ok and name in _RESERVED_TOPIC_NAMES:
-        c.report(
-            key,
-            f"topic name {name!r} would shadow a method of the generated publisher or subscriber",
-        )
-        ok = False
     table = c.table(value, key)
     if table is None:
         return None
@@ -932,6 +1100,15 @@ def _check_topic(
         return None
     if not _check_wire(c, (*key, "topic"), wire, list(params_table)):
         return None
+    for reserved in _RESERVED_WIRE_TOPICS:
+        if _globs_overlap(_glob(wire), reserved):
+            what = "is" if wire == reserved else "matches"
+            c.report(
+                (*key, "topic"),
+                f"topic {wire!r} {what} the reserved topic {reserved!r}: qsse/1 sends error "
+                "events on it (as Go qsse does), so servers refuse to declare it",
+            )
+            return None
     if not ok or len(c.problems) > problems_before:
         return None
     # Parameters keep the order of their placeholders in the wire topic.
@@ -1006,11 +1183,13 @@ def _check_collisions(c: _Checker, topics: Sequence[Topic]) -> None:
     for topic in topics:
         for earlier in seen:
             if _globs_overlap(_glob(topic.wire), _glob(earlier.wire)):
+                example = _overlap_example(_glob(topic.wire), _glob(earlier.wire))
+                such = f" (such as {example!r})" if example else ""
                 c.report(
                     ("topics", topic.name, "topic"),
                     f"topic {topic.wire!r} collides with {earlier.wire!r} of "
-                    f"topics.{earlier.name}: a concrete topic would match both, so subscribers "
-                    "could not tell their events apart",
+                    f"topics.{earlier.name}: a concrete topic{such} would match both, so "
+                    "subscribers could not tell their events apart",
                 )
                 break
         seen.append(topic)

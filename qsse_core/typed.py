@@ -12,10 +12,11 @@ from a publisher that added optional fields (see ``docs/schema.md``, "Evolving a
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import re
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -23,6 +24,7 @@ from typing import (
     Concatenate,
     Generic,
     ParamSpec,
+    Protocol,
     TypeVar,
     cast,
     final,
@@ -35,13 +37,17 @@ from ._exceptions import ConfigurationError, ValidationError
 from ._framing2 import ContentType
 from ._history import HistoryPolicy, MemoryHistory
 from ._topics import topic_matches
+from ._validate import compile_check, compile_encode, explain, has_datetime
 
 if TYPE_CHECKING:
-    from . import Broker, BrokerPublisher, Client, GapHandler, Message, Server
+    from . import Broker, Client, GapHandler, Message
 
 __all__ = [
+    "EventSink",
     "Handler",
+    "OpenEnum",
     "ParamsHandler",
+    "R",
     "Received",
     "Topic",
     "TypedPublisher",
@@ -51,13 +57,16 @@ __all__ = [
 
 P = TypeVar("P")
 E = TypeVar("E", bound=msgspec.Struct)
+#: What a handler returns. Generated ``on_`` methods take ``Callable[[Event], R]`` rather than
+#: a TypeVar bound to :data:`Handler` so that a lambda's parameter gets the event type; an
+#: awaitable result is awaited, anything else ignored.
 R = TypeVar("R")
 _Args = ParamSpec("_Args")
 
 #: A handler of one topic's events; it may be a plain function or a coroutine function.
-Handler = Callable[[E], Awaitable[None] | None]
+Handler = Callable[[E], object]
 #: A handler that also receives the parameters parsed from the concrete topic.
-ParamsHandler = Callable[[P, E], Awaitable[None] | None]
+ParamsHandler = Callable[[P, E], object]
 
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 # msgspec ends validation messages with " - at `$.path`" when the problem is inside a value.
@@ -65,6 +74,8 @@ _AT_PATH = re.compile(r"\A(?P<reason>.*) - at `(?P<path>[^`]*)`\Z", re.DOTALL)
 # One encoder serves every topic: encoding needs no type information.
 _ENCODER = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
+# to_builtins keeps these as they are, so MessagePack still sends them natively.
+_NATIVE = (bytes, bytearray, memoryview)
 
 
 def _split_reason(error: msgspec.ValidationError, root: str) -> tuple[str, str]:
@@ -75,24 +86,82 @@ def _split_reason(error: msgspec.ValidationError, root: str) -> tuple[str, str]:
     return root + found.group("path")[1:], found.group("reason")
 
 
-def _first_difference(sent: object, received: object, path: str) -> tuple[str, object]:
-    """Where ``sent`` and its JSON round trip ``received`` first differ, and the sent value."""
-    if isinstance(sent, msgspec.Struct) and type(sent) is type(received):
-        for name in sent.__struct_fields__:
-            a, b = getattr(sent, name), getattr(received, name)
-            if a != b:
-                return _first_difference(a, b, f"{path}.{name}")
-    elif (
-        isinstance(sent, list | tuple) and isinstance(received, list) and len(sent) == len(received)
-    ):
-        for index, (a, b) in enumerate(zip(sent, received, strict=True)):
-            if a != b:
-                return _first_difference(a, b, f"{path}[{index}]")
-    elif isinstance(sent, dict) and isinstance(received, dict) and sent.keys() == received.keys():
-        for key in sent:
-            if sent[key] != received[key]:
-                return _first_difference(sent[key], received[key], f"{path}[{key!r}]")
-    return path, sent
+class OpenEnum(enum.Enum):
+    """Base of generated enums: a value the schema does not declare (yet) is kept.
+
+    A subscriber generated from an older schema receives a value added later as an *unknown
+    member*: an instance of the enum whose ``value`` is the wire string, which is not any
+    declared member (``known`` is false) and compares equal only to the same unknown value.
+    The event is delivered instead of dropped; give ``match`` a default ``case _:``.
+    Publishers refuse unknown members: a schema's publishers send only what it declares.
+
+    Constructing one by value works the same way: ``RideState("scheduled")`` is an unknown
+    member rather than a ``ValueError``; check ``known`` where a value comes from outside.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, str):
+            return None
+        member = object.__new__(cls)
+        member._name_ = "_UNKNOWN"
+        member._value_ = value
+        return member
+
+    @property
+    def known(self) -> bool:
+        """Whether this is a member the schema declares."""
+        return type(self)._value2member_map_.get(self._value_) is self
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            return bool(self._value_ == other._value_)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._value_)
+
+
+class _Metrics(Protocol):
+    def validation_rejected(self, topic: str) -> None: ...
+
+
+class EventSink(Protocol):
+    """What a typed publisher publishes to: a :class:`~qsse_core.Server`, or anything else
+    with these members (a broker fanning events out to several servers, say).
+
+    ``topics`` are the declared patterns the schema's topics must fall under; ``publish``
+    takes a concrete topic, the JSON payload and optionally ``(content type, bytes)`` of a
+    compact encoding, and returns the number of subscriptions reached.
+    """
+
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+    @property
+    def metrics(self) -> _Metrics: ...
+
+    def publish(
+        self, topic: str, data: bytes, *, compact: tuple[int, bytes] | None = None
+    ) -> int: ...
+
+
+def _cannot_encode(topic: str, exc: Exception) -> bytes:
+    # The checks make this unreachable; it is here so that no raw error ever escapes.
+    raise ValidationError(topic, "$", f"Cannot encode event: {exc}") from None
+
+
+class _ParamValues(dict[str, str]):
+    """``str.format_map`` view of a checked parameters struct: each value as its segment."""
+
+    __slots__ = ("_params",)
+
+    def __init__(self, params: object) -> None:
+        super().__init__()
+        self._params = params
+
+    def __missing__(self, key: str) -> str:
+        return str(getattr(self._params, key))
 
 
 @final
@@ -111,12 +180,15 @@ class Topic(Generic[P, E]):
     """
 
     __slots__ = (
-        "_concrete",
+        "_check",
+        "_check_params",
+        "_compact_builtins",
         "_decoder",
         "_msgpack_decoder",
         "_params_type",
         "_regex",
         "deprecated",
+        "encode",
         "event",
         "history",
         "name",
@@ -144,12 +216,30 @@ class Topic(Generic[P, E]):
         self._params_type = params
         self._decoder = msgspec.json.Decoder(event)
         self._msgpack_decoder = msgspec.msgpack.Decoder(event)
-        self._concrete: dict[Any, str] = {}
+        self._check = compile_check(event)
+        self.encode = compile_encode(event, _ENCODER.encode, self._refuse, _cannot_encode)
+        self._check_params = None if params is None else compile_check(params)  # type: ignore[arg-type]
+        # MessagePack's timestamp keeps the instant but not the UTC offset: datetimes go as
+        # RFC 3339 strings, as in JSON, so both encodings decode to the same value.
+        self._compact_builtins = has_datetime(event)
         regex = "".join(
             f"(?P<{part}>[^.]+)" if index % 2 else re.escape(part)
             for index, part in enumerate(_PLACEHOLDER.split(template))
         )
         self._regex = re.compile(regex + r"\Z")
+
+    #: ``encode(event, topic) -> bytes``: check ``event`` fully, then encode it as JSON.
+    #:
+    #: The checks are the same for every encoding (see :mod:`qsse_core._validate`): exact
+    #: types, integers within int64, finite floats and Decimals, valid Unicode, and the
+    #: schema's constraints, nested records included. What passes decodes to an equal value
+    #: at every subscriber built from the same schema, from JSON or MessagePack. It is one
+    #: function generated per topic (check and encode fused), hence an attribute.
+    #:
+    #: Raises :class:`ValidationError` naming ``topic``, the field path
+    #: (``$.stops[1].location.lat``, map keys as ``$.breakdown["tip"]``) and what was
+    #: expected; nothing else escapes.
+    encode: Callable[[E, str], bytes]
 
     def __repr__(self) -> str:
         return f"Topic({self.template!r}, event={self.event.__name__})"
@@ -157,30 +247,19 @@ class Topic(Generic[P, E]):
     def topic(self, params: P) -> str:
         """The concrete topic for ``params``, e.g. ``ride.42.status``.
 
-        :raises ValidationError: when a parameter value does not fit its declared type.
+        Parameters are checked exactly as event fields are (a ``bool`` is not an ``int``, a
+        ``str`` is not a ``UUID``), on every call: nothing cached can change the answer.
+
+        :raises ValidationError: when a parameter value does not fit its declared type; the
+            path names it in braces, e.g. ``{ride_id}``.
         """
-        if self._params_type is None:
+        if self._check_params is None:
             return self.template
-        try:
-            cached = self._concrete.get(params)
-        except TypeError:  # an unhashable value: the checks below name it
-            cached = None
-        if cached is not None:
-            return cached
-        try:
-            checked = msgspec.convert(msgspec.to_builtins(params), self._params_type)
-        except msgspec.ValidationError as exc:
-            path, reason = _split_reason(exc, "")
-            raise ValidationError(self.template, f"{{{path.lstrip('.')}}}", reason) from None
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise ValidationError(self.template, "{}", str(exc)) from None
-        values = msgspec.to_builtins(checked)
-        concrete = self.template.format_map({key: str(value) for key, value in values.items()})
-        # Params are frozen structs: the same ride's topic is checked and built once.
-        if len(self._concrete) >= 1024:
-            self._concrete.clear()
-        self._concrete[params] = concrete  # hashable: it passed the checks
-        return concrete
+        if not self._check_params(params):
+            path, reason = explain(self._params_type, params) or ("$", "invalid parameters")  # type: ignore[arg-type]
+            name = path.removeprefix("$").lstrip(".")
+            raise ValidationError(self.template, f"{{{name}}}", reason)
+        return self.template.format_map(_ParamValues(params))
 
     def parse(self, topic: str) -> P:
         """The parameters a concrete topic carries; the inverse of :meth:`topic`.
@@ -201,37 +280,22 @@ class Topic(Generic[P, E]):
             path, reason = _split_reason(exc, "")
             raise ValueError(f"{reason} - at `{{{path.lstrip('.')}}}` of topic {topic!r}") from None
 
-    def encode(self, event: E, topic: str) -> bytes:
-        """Encode ``event`` after checking it fully, as a subscriber of ``topic`` would.
+    def encode_compact(self, event: E, topic: str) -> bytes:
+        """MessagePack of an event :meth:`encode` accepted (call that first).
 
-        The event is encoded in memory and decoded with this topic's typed decoder, so the
-        bytes returned are exactly what a subscriber built from the same schema accepts:
-        types, constraints and nested records are all checked, and values JSON cannot carry
-        (such as NaN) are refused rather than silently turned into ``null``.
-
-        :raises ValidationError: naming ``topic`` and the field path.
+        :raises ValidationError: never for a checked event; kept so nothing raw escapes.
         """
-        if type(event) is not self.event:
-            raise ValidationError(
-                topic, "$", f"Expected `{self.event.__name__}`, got `{type(event).__name__}`"
-            )
         try:
-            data = _ENCODER.encode(event)
-        except (TypeError, msgspec.EncodeError) as exc:
+            if self._compact_builtins:
+                return _MSGPACK.encode(msgspec.to_builtins(event, builtin_types=_NATIVE))
+            return _MSGPACK.encode(event)
+        except Exception as exc:
             raise ValidationError(topic, "$", f"Cannot encode event: {exc}") from None
-        try:
-            decoded = self._decoder.decode(data)
-        except msgspec.ValidationError as exc:
-            path, reason = _split_reason(exc, "$")
-            raise ValidationError(topic, path, reason) from None
-        if b"null" in data and decoded != event:
-            # JSON writes NaN and infinities as null, which an optional float accepts. They
-            # are the only values it changes silently, and they always leave a null behind.
-            path, value = _first_difference(event, decoded, "$")
-            raise ValidationError(
-                topic, path, f"Expected a value JSON carries unchanged, got `{value!r}`"
-            )
-        return data
+
+    def _refuse(self, event: object, topic: str) -> bytes:
+        problem = explain(self.event, event)
+        path, reason = problem or ("$", f"Expected a valid `{self.event.__name__}`")
+        raise ValidationError(topic, path, reason)
 
     def decode(self, data: bytes, content_type: int | None = None) -> E:
         """Decode a payload of this topic: JSON, or MessagePack when ``content_type`` says so.
@@ -305,10 +369,10 @@ class TypedPublisher:
 
     Generated subclasses set :attr:`topics` and add one method per topic.
 
-    :param server: a server declaring (at least) every topic of the schema, or a
-        :class:`~qsse_core.Broker` alone: a service publishing to the nodes of that broker
-        without serving QUIC itself (publishes are then queued for the broker, and
-        :meth:`flush` confirms them).
+    :param server: a server declaring (at least) every topic of the schema, or any other
+        :class:`EventSink`, or a :class:`~qsse_core.Broker` alone: a service then publishes
+        to the nodes of that broker without serving QUIC itself (through a
+        :class:`~qsse_core.BrokerPublisher` on the schema's topics; :meth:`flush` confirms).
     :param compact: also send qsse/2 subscribers MessagePack, smaller and cheaper to decode
         than JSON; qsse/1 subscribers (Go peers) keep getting JSON.
     :raises ConfigurationError: when the server does not declare one of the schema's topics.
@@ -319,69 +383,63 @@ class TypedPublisher:
     #: The schema's topics, set by the generated subclass.
     topics: ClassVar[tuple[Topic[Any, Any], ...]] = ()
 
-    def __init__(self, server: Server | Broker, *, compact: bool = False) -> None:
-        from .asyncio import BrokerPublisher
+    def __init__(self, server: EventSink | Broker, *, compact: bool = False) -> None:
+        sink: EventSink
+        if hasattr(server, "publish_nowait"):  # a broker alone: servers have no such method
+            from .asyncio import BrokerPublisher
 
-        target: Server | BrokerPublisher
-        if hasattr(server, "publish_nowait"):  # a broker: servers have no such method
-            target = BrokerPublisher(cast("Broker", server), [t.pattern for t in self.topics])
+            sink = BrokerPublisher(cast("Broker", server), [t.pattern for t in self.topics])
         else:
-            target = server
+            sink = server
+        server = sink
         missing = [
             topic.pattern
             for topic in self.topics
-            if not any(topic_matches(declared, topic.pattern) for declared in target.topics)
+            if not any(topic_matches(declared, topic.pattern) for declared in server.topics)
         ]
         if missing:
             raise ConfigurationError(
                 f"{type(self).__name__} needs the server to declare {', '.join(missing)}; "
-                f"it declares {', '.join(target.topics) or 'nothing'}"
+                f"it declares {', '.join(server.topics) or 'nothing'}"
             )
-        self._server = target
+        self._server = server
         self._compact = compact
 
     @property
-    def server(self) -> Server:
-        """The server events are published on.
-
-        :raises ConfigurationError: when bound to a broker alone.
-        """
-        from .asyncio import BrokerPublisher
-
-        if isinstance(self._server, BrokerPublisher):
-            raise ConfigurationError(f"{type(self).__name__} is bound to a broker, not a server")
+    def server(self) -> EventSink:
+        """The server (or other sink) events are published on."""
         return self._server
 
     async def flush(self) -> None:
-        """Wait until the broker has stored every event published so far (a remote broker
-        only queues them; with the in-memory default this returns at once).
+        """Wait until the broker has stored every event published so far: a remote broker
+        (Redis) only queues them; with the in-memory default this returns at once.
 
         :raises BrokerError: naming how many events were not stored.
         """
-        await self._server.broker.flush()
+        broker = getattr(self._server, "broker", None)
+        if broker is not None:
+            await broker.flush()
 
     def _publish(self, topic: Topic[P, E], event: E, params: P) -> int:
         if topic.deprecated is not None:
             _warn_deprecated(topic, depth=2)  # _publish, then the generated method
         try:
-            concrete = topic.topic(params)
+            concrete = topic.template if params is None else topic.topic(params)
             data = topic.encode(event, concrete)
+            compact = topic.encode_compact(event, concrete) if self._compact else None
         except ValidationError:
             # Label by the declared pattern so topic parameters cannot grow the label set.
-            metrics = getattr(self._server, "metrics", None)
-            if metrics is not None:
-                metrics.validation_rejected(topic.pattern)
+            self._server.metrics.validation_rejected(topic.pattern)
             raise
-        if self._compact:
-            packed = (ContentType.MSGPACK, _MSGPACK.encode(event))
-            return self._server.publish(concrete, data, compact=packed)
+        if compact is not None:
+            return self._server.publish(concrete, data, compact=(ContentType.MSGPACK, compact))
         return self._server.publish(concrete, data)
 
 
 @dataclasses.dataclass(slots=True)
 class _Route:
     topic: Topic[Any, Any]
-    handlers: list[Callable[[Any, Any], Awaitable[None] | None]]
+    handlers: list[Callable[[Any, Any], object]]
 
 
 class TypedSubscriber:
@@ -433,9 +491,7 @@ class TypedSubscriber:
     def _on_with_params(self, topic: Topic[P, E], handler: ParamsHandler[P, E]) -> None:
         self._add(topic, handler)
 
-    def _add(
-        self, topic: Topic[Any, Any], handler: Callable[[Any, Any], Awaitable[None] | None]
-    ) -> None:
+    def _add(self, topic: Topic[Any, Any], handler: Callable[[Any, Any], object]) -> None:
         if topic.deprecated is not None:
             _warn_deprecated(topic, depth=3)  # _add, _on or _on_with_params, generated method
         route = self._routes.get(topic.name)

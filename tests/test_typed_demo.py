@@ -39,3 +39,16 @@ def test_rides_demo_delivers_every_event() -> None:
         "in_progress",
         "completed",
     ]
+
+
+def test_quickstart_trusts_the_dev_certificate_and_follows_one_ride() -> None:
+    # docs/schema.md, "Getting started", walks through this file.
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.quickstart"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ride 42 is arriving\n"

@@ -173,7 +173,7 @@ def _nan_heading() -> rides.DriverLocation:
             "ride.passenger.start",
             "ride.passenger.start",
             "$.ride_id",
-            "Expected `int` >= 1",
+            "Expected `int` > 0, got `0`",
             id="constraint",
         ),
         pytest.param(
@@ -181,7 +181,7 @@ def _nan_heading() -> rides.DriverLocation:
             "ride.passenger.start",
             "ride.passenger.start",
             "$.stops",
-            "Expected `array` of length >= 1",
+            "Expected `list` of length >= 1, got length 0",
             id="length-constraint",
         ),
         pytest.param(
@@ -191,7 +191,7 @@ def _nan_heading() -> rides.DriverLocation:
             "ride.passenger.start",
             "ride.passenger.start",
             "$.stops[1].location.lat",
-            "Expected `float` <= 90.0",
+            "Expected `float` <= 90.0, got `91`",
             id="nested-constraint",
         ),
         pytest.param(
@@ -201,7 +201,7 @@ def _nan_heading() -> rides.DriverLocation:
             "ride.passenger.start",
             "ride.passenger.start",
             "$.quote.currency",
-            "Expected `str` matching regex '^[A-Z]{3}$'",
+            "Expected `str` matching regex '^[A-Z]{3}$', got 'euro'",
             id="nested-pattern",
         ),
         pytest.param(
@@ -209,7 +209,7 @@ def _nan_heading() -> rides.DriverLocation:
             "ride.passenger.start",
             "ride.passenger.start",
             "$.requested_at",
-            "Expected `datetime` with a timezone component",
+            "Expected `datetime` with a timezone, got a naive `datetime`",
             id="naive-datetime",
         ),
         pytest.param(
@@ -217,7 +217,7 @@ def _nan_heading() -> rides.DriverLocation:
             "driver.location",
             "driver.location",
             "$.heading",
-            "Expected a value JSON carries unchanged, got `nan`",
+            "Expected a finite `float`, got `nan`",
             id="nan-is-not-json",
         ),
         pytest.param(

@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from prometheus_client import CollectorRegistry
+
 from .._broker import Broker, BrokerListener
 from .._exceptions import ConfigurationError, LocalProtocolError
 from .._framing2 import ContentType
 from .._history import HistoryStore, MemoryHistory, StoredEvent
+from .._metrics import Metrics
 from .._topics import TopicTable
 
 __all__ = ["BrokerPublisher", "MemoryBroker"]
@@ -84,15 +87,26 @@ class BrokerPublisher:
         after ``await broker.start()``).
     :param topics: the declared topics (as the nodes declare them); a published topic maps to
         the declared topic it falls under, as :meth:`Server.publish` does.
+    :param registry: Prometheus registry for :attr:`metrics`; a fresh one by default.
+    :param metrics_namespace: prefix of every metric name.
     :raises ConfigurationError: on an invalid topic declaration.
     """
 
-    def __init__(self, broker: Broker, topics: Iterable[str]) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        topics: Iterable[str],
+        *,
+        registry: CollectorRegistry | None = None,
+        metrics_namespace: str = "qsse",
+    ) -> None:
         try:
             self._table = TopicTable(topics)
         except ValueError as exc:
             raise ConfigurationError(f"invalid topic declaration: {exc}") from None
         self.broker = broker
+        #: typed publishers count rejected events here (``qsse_validation_rejections_total``).
+        self.metrics = Metrics(registry, metrics_namespace)
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -101,7 +101,7 @@ def test_base_schema_is_valid() -> None:
         pytest.param(
             BASE + '\n[records.ShopPublisher]\ndoc = "x"\nfields.a = { type = "int", doc = "a" }\n',
             [
-                "shop.toml:15: records.ShopPublisher: type name 'ShopPublisher' would shadow the generated publisher class",
+                "shop.toml:15: records.ShopPublisher: its class 'ShopPublisher' collides with the publisher class of schema.package; rename one of them",
             ],
             id="shadow_generated",
         ),
@@ -115,7 +115,7 @@ def test_base_schema_is_valid() -> None:
         pytest.param(
             BASE.replace("[topics.order_placed]", "[topics.create_server]"),
             [
-                "shop.toml:10: topics.create_server: topic name 'create_server' would shadow a method of the generated publisher or subscriber",
+                "shop.toml:10: topics.create_server: its publisher method 'create_server' would shadow TypedPublisher.create_server of the runtime; choose another name",
             ],
             id="reserved_topic",
         ),
@@ -175,7 +175,7 @@ def test_base_schema_is_valid() -> None:
         pytest.param(
             BASE.replace('doc = "Id." }', 'doc = "Id.", ge = 10, le = 1 }'),
             [
-                "shop.toml:8: records.Order.fields.id.le: le = 1 is below ge = 10; no value can satisfy both",
+                "shop.toml:8: records.Order.fields.id.le: le = 1 with ge = 10 leaves no int value that satisfies both",
             ],
             id="constraint_bounds",
         ),
@@ -199,9 +199,20 @@ def test_base_schema_is_valid() -> None:
             BASE
             + '\n[topics.order_any]\ntopic = "order.{kind}"\nevent = "Order"\ndoc = "x"\nparams.kind = { type = "str", doc = "k" }\n',
             [
-                "shop.toml:16: topics.order_any.topic: topic 'order.{kind}' collides with 'order.placed' of topics.order_placed: a concrete topic would match both, so subscribers could not tell their events apart",
+                "shop.toml:16: topics.order_any.topic: topic 'order.{kind}' collides with 'order.placed' of topics.order_placed: a concrete topic (such as 'order.placed') would match both, so subscribers could not tell their events apart",
             ],
             id="colliding",
+        ),
+        pytest.param(
+            BASE.replace(
+                'topic = "order.placed"',
+                'topic = "order.{id}.placed"\nparams.id = { type = "int", doc = "i" }',
+            )
+            + '\n[topics.order_in_city]\ntopic = "order.{city}.{id}.placed"\nevent = "Order"\ndoc = "x"\nparams.city = { type = "str", doc = "c" }\nparams.id = { type = "int", doc = "i" }\n',
+            [
+                "shop.toml:17: topics.order_in_city.topic: topic 'order.{city}.{id}.placed' collides with 'order.{id}.placed' of topics.order_placed: a concrete topic (such as 'order.x.x.placed') would match both, so subscribers could not tell their events apart",
+            ],
+            id="colliding_because_star_matches_dots",
         ),
         pytest.param(
             BASE.replace('version = "1"', "version = 1.2.3"),

@@ -88,3 +88,64 @@ def test_module_entry_point_runs_the_same_command() -> None:
         cwd=ROOT,
     )
     assert (done.returncode, done.stdout) == (0, "generated/rides.py is up to date\n")
+
+
+def test_check_accepts_any_spelling_of_the_schema_path(workdir: Path) -> None:
+    assert invoke("schemas/scalars.toml").exit_code == 0
+    for spelling in (
+        "./schemas/scalars.toml",
+        "schemas//scalars.toml",
+        "schemas/../schemas/scalars.toml",
+        str(workdir / "schemas" / "scalars.toml"),
+    ):
+        result = invoke("--check", spelling)
+        assert result.exit_code == 0, (spelling, result.output)
+        assert result.stdout == "generated/scalars.py is up to date\n"
+
+
+def test_help_shows_flags_as_flags() -> None:
+    result = invoke("generate", "--help")
+    assert result.exit_code == 0
+    lines = {
+        line.split()[0]: line
+        for line in result.stdout.splitlines()
+        if line.strip().startswith("--")
+    }
+    assert lines["--check"].split()[1] == "Write"  # no value placeholder after the flag
+    assert lines["--stdout"].split()[1] == "Print"
+    assert "<bool>" not in result.stdout
+    top = invoke("--help")
+    assert top.exit_code == 0
+    assert "generate" in top.stdout and "breaking" in top.stdout
+
+
+def test_out_naming_an_existing_file_is_a_clean_error(workdir: Path) -> None:
+    (workdir / "afile").write_text("keep me", encoding="utf-8")
+    result = invoke("schemas/scalars.toml", "-o", "afile")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "--out afile: is a file, not a directory; name the directory the modules go to\n"
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert (workdir / "afile").read_text(encoding="utf-8") == "keep me"
+
+
+def test_a_directory_that_cannot_be_created_is_a_clean_error(workdir: Path) -> None:
+    (workdir / "afile").write_text("keep me", encoding="utf-8")
+    result = invoke("schemas/scalars.toml", "-o", "afile/sub")
+    assert result.exit_code == 2
+    assert result.stderr == "cannot write afile/sub/scalars.py: Not a directory\n"
+
+
+def test_the_script_prints_no_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "qsse_codegen", "schemas/rides.toml", "-o", "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr == (
+        "--out pyproject.toml: is a file, not a directory; name the directory the modules go to\n"
+    )

@@ -1,4 +1,4 @@
-"""An app with two mistakes mypy must catch; the expected report is negative.expected."""
+"""An app with mistakes mypy must catch; the expected report is negative.expected."""
 
 from __future__ import annotations
 
@@ -15,3 +15,15 @@ def subscribe(client: Client) -> None:
 
     @subscriber.on_passenger_start
     def on_start(event: rides.PassengerCancel) -> None: ...
+
+
+def lambdas(client: Client) -> None:
+    subscriber = rides.RidesSubscriber(client)
+    subscriber.on_passenger_start(lambda e: e.ride_number)
+    subscriber.on_ride_status_with_params(lambda p, e: p.ride)
+    subscriber.on_ride_status(lambda e, extra: None)
+
+
+def deprecated(server: Server, client: Client, event: rides.DriverLocation) -> None:
+    rides.RidesPublisher(server).driver_position(event)
+    rides.RidesSubscriber(client).on_driver_position(print)

@@ -25,20 +25,34 @@ async def check(server: Server, client: Client, event: rides.RideStatus) -> None
     reveal_type(event.eta_seconds)
     # R: generated.rides.RideState
     reveal_type(event.state)
+    # R: bool
+    reveal_type(event.state.known)
+    # R: def (generated.rides.RideStatus, str) -> bytes
+    reveal_type(rides.RIDE_STATUS.encode)
+    # R: qsse_core.typed.EventSink
+    reveal_type(publisher.server)
 
     subscriber = rides.RidesSubscriber(client)
 
     @subscriber.on_ride_status
     async def on_status(event: rides.RideStatus) -> None: ...
 
-    # The decorator hands the function back unchanged.
-    # R: def (event: generated.rides.RideStatus) -> typing.Coroutine[Any, Any, None]
+    # The decorator hands the function back, callable as before.
+    # R: def (generated.rides.RideStatus) -> typing.Coroutine[Any, Any, None]
     reveal_type(on_status)
 
     def on_start(event: rides.PassengerStart) -> None: ...
 
-    # R: def (event: generated.rides.PassengerStart)
+    # R: def (generated.rides.PassengerStart)
     reveal_type(subscriber.on_passenger_start(on_start))
+
+    # A lambda's parameter gets the event type, and its result may be anything.
+    # R: def (generated.rides.PassengerStart) -> int
+    reveal_type(subscriber.on_passenger_start(lambda e: e.ride_id))
+    # R: generated.rides.PassengerStart
+    subscriber.on_passenger_start(lambda e: reveal_type(e))
+    # R: tuple[int, generated.rides.RideState]
+    subscriber.on_ride_status_with_params(lambda p, e: reveal_type((p.ride_id, e.state)))
 
     async for received in subscriber:
         # R: qsse_core.typed.Received[None, generated.rides.PassengerStart] | qsse_core.typed.Received[None, generated.rides.PassengerCancel] | qsse_core.typed.Received[None, generated.rides.DriverLocation] | qsse_core.typed.Received[generated.rides.RideStatusParams, generated.rides.RideStatus] | qsse_core.typed.Received[None, generated.rides.Receipt]

@@ -57,11 +57,6 @@ ScalarsV2Received: _typing.TypeAlias = (
     _typed.Received[None, Sample]
 )
 
-_SamplesHandlerT = _typing.TypeVar(
-    "_SamplesHandlerT",
-    bound=_typed.Handler[Sample],
-)
-
 
 class ScalarsV2Publisher(_typed.TypedPublisher):
     """Publishes ``scalars_v2`` events on a :class:`qsse_core.Server`, checking each fully first;
@@ -109,12 +104,18 @@ class ScalarsV2Subscriber(_typed.TypedSubscriber):
         """Yield each event the client receives, decoded, until the client closes."""
         return self._iterate()
 
-    def on_samples(self, handler: _SamplesHandlerT, /) -> _SamplesHandlerT:
+    def on_samples(
+        self,
+        handler: _typing.Callable[[Sample], _typed.R],
+        /,
+    ) -> _typing.Callable[[Sample], _typed.R]:
         """Handle each event on ``samples``: Samples.
 
         Use it as a decorator (``@subscriber.on_samples``) or call it with the handler.
 
-        :param handler: called with each :class:`Sample`; it may be a coroutine function.
+        :param handler: called with each :class:`Sample`; when it returns an awaitable (a
+            coroutine function), that is awaited before the next handler runs, and any other
+            return value is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(SAMPLES, handler)

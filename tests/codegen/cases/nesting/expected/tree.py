@@ -74,11 +74,6 @@ TreeReceived: _typing.TypeAlias = (
     _typed.Received[None, Node]
 )
 
-_TreeChangedHandlerT = _typing.TypeVar(
-    "_TreeChangedHandlerT",
-    bound=_typed.Handler[Node],
-)
-
 
 class TreePublisher(_typed.TypedPublisher):
     """Publishes ``tree`` events on a :class:`qsse_core.Server`, checking each fully first; rejected
@@ -126,12 +121,18 @@ class TreeSubscriber(_typed.TypedSubscriber):
         """Yield each event the client receives, decoded, until the client closes."""
         return self._iterate()
 
-    def on_tree_changed(self, handler: _TreeChangedHandlerT, /) -> _TreeChangedHandlerT:
+    def on_tree_changed(
+        self,
+        handler: _typing.Callable[[Node], _typed.R],
+        /,
+    ) -> _typing.Callable[[Node], _typed.R]:
         """Handle each event on ``tree.changed``: The tree changed.
 
         Use it as a decorator (``@subscriber.on_tree_changed``) or call it with the handler.
 
-        :param handler: called with each :class:`Node`; it may be a coroutine function.
+        :param handler: called with each :class:`Node`; when it returns an awaitable (a coroutine
+            function), that is awaited before the next handler runs, and any other return value
+            is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(TREE_CHANGED, handler)

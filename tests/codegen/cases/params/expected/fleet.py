@@ -13,6 +13,7 @@ import typing as _typing
 import uuid as _uuid
 
 import msgspec as _msgspec
+import typing_extensions as _typing_extensions
 
 import qsse_core as _qsse_core
 from qsse_core import typed as _typed
@@ -99,31 +100,6 @@ FleetReceived: _typing.TypeAlias = (
     | _typed.Received[None, Ping]
 )
 
-_VehiclePingHandlerT = _typing.TypeVar(
-    "_VehiclePingHandlerT",
-    bound=_typed.Handler[Ping],
-)
-
-_VehiclePingParamsHandlerT = _typing.TypeVar(
-    "_VehiclePingParamsHandlerT",
-    bound=_typed.ParamsHandler[VehiclePingParams, Ping],
-)
-
-_DepotPingHandlerT = _typing.TypeVar(
-    "_DepotPingHandlerT",
-    bound=_typed.Handler[Ping],
-)
-
-_DepotPingParamsHandlerT = _typing.TypeVar(
-    "_DepotPingParamsHandlerT",
-    bound=_typed.ParamsHandler[DepotPingParams, Ping],
-)
-
-_LegacyPingHandlerT = _typing.TypeVar(
-    "_LegacyPingHandlerT",
-    bound=_typed.Handler[Ping],
-)
-
 
 class FleetPublisher(_typed.TypedPublisher):
     """Publishes ``fleet`` events on a :class:`qsse_core.Server`, checking each fully first;
@@ -169,6 +145,7 @@ class FleetPublisher(_typed.TypedPublisher):
         params = DepotPingParams(depot=depot)
         return self._publish(DEPOT_PING, event, params)
 
+    @_typing_extensions.deprecated("topic 'legacy_ping' is deprecated", category=None)
     def legacy_ping(self, event: Ping) -> int:
         """Publish on ``ping``: The old global heartbeat.
 
@@ -203,13 +180,19 @@ class FleetSubscriber(_typed.TypedSubscriber):
         """Yield each event the client receives, decoded, until the client closes."""
         return self._iterate()
 
-    def on_vehicle_ping(self, handler: _VehiclePingHandlerT, /) -> _VehiclePingHandlerT:
+    def on_vehicle_ping(
+        self,
+        handler: _typing.Callable[[Ping], _typed.R],
+        /,
+    ) -> _typing.Callable[[Ping], _typed.R]:
         """Handle each event on ``fleet.{region}.vehicle.{vehicle_id}.ping``: Heartbeats of one
         vehicle in one region.
 
         Use it as a decorator (``@subscriber.on_vehicle_ping``) or call it with the handler.
 
-        :param handler: called with each :class:`Ping`; it may be a coroutine function.
+        :param handler: called with each :class:`Ping`; when it returns an awaitable (a coroutine
+            function), that is awaited before the next handler runs, and any other return value
+            is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(VEHICLE_PING, handler)
@@ -217,25 +200,31 @@ class FleetSubscriber(_typed.TypedSubscriber):
 
     def on_vehicle_ping_with_params(
         self,
-        handler: _VehiclePingParamsHandlerT,
+        handler: _typing.Callable[[VehiclePingParams, Ping], _typed.R],
         /,
-    ) -> _VehiclePingParamsHandlerT:
+    ) -> _typing.Callable[[VehiclePingParams, Ping], _typed.R]:
         """Like :meth:`on_vehicle_ping`, also passing the parameters of the concrete topic each
         event arrived on.
 
-        :param handler: called with a :class:`VehiclePingParams` and a :class:`Ping`; it may be a
-            coroutine function.
+        :param handler: called with a :class:`VehiclePingParams` and a :class:`Ping`; an
+            awaitable it returns is awaited.
         :returns: ``handler``, unchanged.
         """
         self._on_with_params(VEHICLE_PING, handler)
         return handler
 
-    def on_depot_ping(self, handler: _DepotPingHandlerT, /) -> _DepotPingHandlerT:
+    def on_depot_ping(
+        self,
+        handler: _typing.Callable[[Ping], _typed.R],
+        /,
+    ) -> _typing.Callable[[Ping], _typed.R]:
         """Handle each event on ``depot.{depot}.ping``: Heartbeats of a depot.
 
         Use it as a decorator (``@subscriber.on_depot_ping``) or call it with the handler.
 
-        :param handler: called with each :class:`Ping`; it may be a coroutine function.
+        :param handler: called with each :class:`Ping`; when it returns an awaitable (a coroutine
+            function), that is awaited before the next handler runs, and any other return value
+            is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(DEPOT_PING, handler)
@@ -243,27 +232,34 @@ class FleetSubscriber(_typed.TypedSubscriber):
 
     def on_depot_ping_with_params(
         self,
-        handler: _DepotPingParamsHandlerT,
+        handler: _typing.Callable[[DepotPingParams, Ping], _typed.R],
         /,
-    ) -> _DepotPingParamsHandlerT:
+    ) -> _typing.Callable[[DepotPingParams, Ping], _typed.R]:
         """Like :meth:`on_depot_ping`, also passing the parameters of the concrete topic each event
         arrived on.
 
-        :param handler: called with a :class:`DepotPingParams` and a :class:`Ping`; it may be a
-            coroutine function.
+        :param handler: called with a :class:`DepotPingParams` and a :class:`Ping`; an awaitable
+            it returns is awaited.
         :returns: ``handler``, unchanged.
         """
         self._on_with_params(DEPOT_PING, handler)
         return handler
 
-    def on_legacy_ping(self, handler: _LegacyPingHandlerT, /) -> _LegacyPingHandlerT:
+    @_typing_extensions.deprecated("topic 'legacy_ping' is deprecated", category=None)
+    def on_legacy_ping(
+        self,
+        handler: _typing.Callable[[Ping], _typed.R],
+        /,
+    ) -> _typing.Callable[[Ping], _typed.R]:
         """Handle each event on ``ping``: The old global heartbeat.
 
         Use it as a decorator (``@subscriber.on_legacy_ping``) or call it with the handler.
 
         **Deprecated:** topic 'legacy_ping' is deprecated
 
-        :param handler: called with each :class:`Ping`; it may be a coroutine function.
+        :param handler: called with each :class:`Ping`; when it returns an awaitable (a coroutine
+            function), that is awaited before the next handler runs, and any other return value
+            is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(LEGACY_PING, handler)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _datetime
 import decimal as _decimal
-import enum as _enum
 import typing as _typing
 import uuid as _uuid
 
@@ -34,7 +33,7 @@ __all__ = [
 SCHEMA_VERSION: _typing.Final = "0.1.0"
 
 
-class Level(_enum.Enum):
+class Level(_typed.OpenEnum):
     """How loud."""
 
     LOW = "low"
@@ -108,11 +107,6 @@ ScalarsReceived: _typing.TypeAlias = (
     _typed.Received[None, Sample]
 )
 
-_SamplesHandlerT = _typing.TypeVar(
-    "_SamplesHandlerT",
-    bound=_typed.Handler[Sample],
-)
-
 
 class ScalarsPublisher(_typed.TypedPublisher):
     """Publishes ``scalars`` events on a :class:`qsse_core.Server`, checking each fully first;
@@ -160,12 +154,18 @@ class ScalarsSubscriber(_typed.TypedSubscriber):
         """Yield each event the client receives, decoded, until the client closes."""
         return self._iterate()
 
-    def on_samples(self, handler: _SamplesHandlerT, /) -> _SamplesHandlerT:
+    def on_samples(
+        self,
+        handler: _typing.Callable[[Sample], _typed.R],
+        /,
+    ) -> _typing.Callable[[Sample], _typed.R]:
         """Handle each event on ``samples``: Samples.
 
         Use it as a decorator (``@subscriber.on_samples``) or call it with the handler.
 
-        :param handler: called with each :class:`Sample`; it may be a coroutine function.
+        :param handler: called with each :class:`Sample`; when it returns an awaitable (a
+            coroutine function), that is awaited before the next handler runs, and any other
+            return value is ignored.
         :returns: ``handler``, unchanged.
         """
         self._on(SAMPLES, handler)
