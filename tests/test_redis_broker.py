@@ -365,3 +365,25 @@ async def test_a_server_that_cannot_reach_redis_does_not_start(tmp_path):
     assert server.connection_count == 0
     with pytest.raises(Exception, match="not started"):
         _ = server.port
+
+
+async def test_a_foreign_message_on_the_channel_is_ignored_and_counted(redis_server):
+    node = fast_broker(redis_server.url)
+    recorder = Recorder()
+    node.add_listener(recorder)
+    await node.start(["t"])
+    try:
+        async with fast_broker(redis_server.url) as publisher:
+            await publisher.publish("t", "t", b"1", 1)
+            await recorder.wait_for(lambda: len(recorder.events) == 1)
+            for junk in (b"not a header", b"1 2\n", b"\xff\xfe 1 2 3 4 5\nxyz"):
+                redis_server.command("PUBLISH", "{qsse}:events", junk)
+            await publisher.publish("t", "t", b"2", 1)
+            await recorder.wait_for(lambda: len(recorder.events) == 2)
+        assert recorder.ids() == [1, 2]
+        errors = node.metrics_registry.get_sample_value(
+            "qsse_broker_errors_total", {"operation": "decode"}
+        )
+        assert errors == 3
+    finally:
+        await node.close()
