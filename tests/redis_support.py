@@ -49,7 +49,11 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop(signal.SIGKILL)  # never leave a server behind a failed start
+            raise
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         import redis
