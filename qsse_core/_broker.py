@@ -187,6 +187,11 @@ class ReplicaHistory:
         window.trim(event.time)
         return True
 
+    def newest(self, label: str) -> StoredEvent | None:
+        """The newest event of ``label`` held, if any."""
+        window = self._windows.get(label)
+        return window.events[-1] if window is not None and window.events else None
+
     def append(self, label: str, topic: str, data: bytes, content_type: int, now: float) -> int:
         """Not supported: a replica's ids come from the remote store.
 

@@ -140,6 +140,19 @@ local function trim_fn(keys, args)
   return tonumber(redis.call('HGET', key(prefix, 'evicted'), label) or '0')
 end
 
+-- FCALL qsse_rotate 0 PREFIX EPOCH -> the epoch now
+-- A node that finds an event it received missing from Redis (neither held nor evicted) knows
+-- Redis rewound past it and reissued its id: a new epoch, unless another node already made one.
+local function rotate(keys, args)
+  local prefix, known_epoch = args[1], args[2]
+  local epoch = redis.call('GET', key(prefix, 'epoch'))
+  if not epoch or epoch == known_epoch then
+    epoch = new_epoch(prefix)
+  end
+  return epoch
+end
+
 redis.register_function('qsse_publish', publish)
+redis.register_function('qsse_rotate', rotate)
 redis.register_function('qsse_hello', hello)
 redis.register_function('qsse_trim', trim_fn)

@@ -387,3 +387,35 @@ async def test_a_foreign_message_on_the_channel_is_ignored_and_counted(redis_ser
         assert errors == 3
     finally:
         await node.close()
+
+
+async def test_a_rewound_redis_that_reissued_ids_starts_a_new_epoch(redis_server):
+    node = fast_broker(redis_server.url, timeout=2.0)
+    recorder = Recorder()
+    node.add_listener(recorder)
+    await node.start(["t"])
+    async with fast_broker(redis_server.url) as publisher:
+        for _ in range(3):
+            await publisher.publish("t", "t", b"seen", 1)
+        await recorder.wait_for(lambda: len(recorder.events) == 3)
+        old = node.epoch
+        # Cut the node off; Redis "comes back from an older copy" (event 3 gone, the
+        # sequence at 2) and publishers push the sequence past what the node saw.
+        pool = node._client.connection_pool
+        pool.max_connections = 0
+        await pool.disconnect()
+        async with asyncio.timeout(20):
+            while node.connected:
+                await asyncio.sleep(0.02)
+        entries = redis_server.command("XRANGE", "{qsse}:stream:t", "-", "+")
+        redis_server.command("XDEL", "{qsse}:stream:t", entries[-1][0])
+        redis_server.command("SET", "{qsse}:seq", 2)
+        await asyncio.sleep(0.01)  # another millisecond: a reissued id gets another entry id
+        for _ in range(3):
+            await publisher.publish("t", "t", b"reissued", 1)
+        pool.max_connections = 2**31
+        await recorder.wait_for(lambda: bool(recorder.epochs))
+    assert node.epoch != old
+    # Nothing of the rewound sequence was delivered as if it followed what the node had seen.
+    assert [(e.id, e.data) for _, e in recorder.events] == [(i, b"seen") for i in (1, 2, 3)]
+    await node.close()

@@ -573,7 +573,14 @@ class RedisBroker:
         pipe.hgetall(self._key("evicted"))
         for label in labels:
             pipe.xrange(self._key(f"stream:{label}"), min=start, max="+")
-        epoch_raw, seq_raw, ms_raw, evicted_raw, *streams = await pipe.execute()
+        # The newest event held per topic must still be in Redis (or evicted there): if not,
+        # Redis came back from an older copy and may have issued its id again.
+        held = [(label, e) for label in labels if (e := history.newest(label)) is not None]
+        for label, event in held:
+            entry = f"{round(event.time * 1000)}-{event.id}"
+            pipe.xrange(self._key(f"stream:{label}"), min=entry, max=entry)
+        epoch_raw, seq_raw, ms_raw, evicted_raw, *rest = await pipe.execute()
+        streams, checks = rest[: len(labels)], rest[len(labels) :]
         if epoch_raw is None:
             await self._hello()  # the data is gone: a new epoch, which the next pass reads
             return False
@@ -590,6 +597,16 @@ class RedisBroker:
                 return False
         before = history.last_id
         evicted = {k.decode(): int(v) for k, v in evicted_raw.items()}
+        for (label, event), found in zip(held, checks, strict=True):
+            if not found and evicted.get(label, 0) < event.id:
+                logger.warning(
+                    "Redis no longer holds event %d of %r, which this node received: it came "
+                    "back from an older copy; starting a new epoch",
+                    event.id,
+                    label,
+                )
+                await self._client.fcall("qsse_rotate", 0, self.prefix, str(epoch))
+                return False
         for label in labels:
             newest = evicted.get(label, 0)
             if newest > before and before:
