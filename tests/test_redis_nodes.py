@@ -49,6 +49,21 @@ class Node:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
+        # A free port picked at random can be taken by another process before we bind it: on
+        # a first start, try another one (a restart must keep its port for the clients).
+        for _ in range(5):
+            try:
+                self._start(timeout)
+                return
+            except AssertionError:
+                if self.starts > 1 or "cannot listen" not in self.stderr():
+                    raise
+                self._close_pipes()
+                self.port = free_udp_port()
+                self.starts = 0
+        raise AssertionError(f"no free port to listen on: {self.stderr()}")
+
+    def _start(self, timeout: float) -> None:
         self.starts += 1
         err = (self.logs / f"node-{self.port}-{self.starts}.err").open("wb")
         args = [*QSSE, "serve", *self.topics, "--port", str(self.port)]
