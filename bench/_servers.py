@@ -69,6 +69,9 @@ class QsseBench:
                 max_connections=100_000,
                 # An idle subscriber must stay connected for the whole memory run.
                 idle_timeout=600.0,
+                # Thousands of handshakes at once on a loaded machine can hold an offer up
+                # for more than the default 10 s; a subscriber closed for that is not held.
+                offer_timeout=120.0,
             ),
             congestion_control=self._cc,
             broker=self._broker,

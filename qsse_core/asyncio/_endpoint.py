@@ -106,7 +106,10 @@ class ServerEndpoint(asyncio.DatagramProtocol):
                 return
             if version not in self._versions:
                 if version != 0 and self._transport is not None:
-                    packet = self._backend.version_negotiation(scid, dcid, self._versions)
+                    # RFC 9000 section 17.2.1: the client's IDs, swapped.
+                    packet = self._backend.version_negotiation(
+                        source_cid=dcid, destination_cid=scid, versions=self._versions
+                    )
                     self._transport.sendto(packet, addr)
                 return
             if not is_initial:
@@ -153,7 +156,7 @@ class ServerEndpoint(asyncio.DatagramProtocol):
             protocol.close()
         # The socket goes with the endpoint: no connection's timer may fire after it.
         for protocol in protocols:
-            protocol.connection_lost(None)
+            protocol.abort()
         self._protocols.clear()
         self._cids.clear()
         if self._transport is not None:

@@ -60,6 +60,7 @@ class QsseProtocol(asyncio.DatagramProtocol):
         self._dialled: Address | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._aborted = False
         # qh3 2.1 servers sometimes fail to build a handshake packet for aioquic clients
         # ("packet builder capacity exhausted"); their loss timers send it again shortly.
         self._lenient = type(quic).__module__.startswith("qh3")
@@ -68,6 +69,9 @@ class QsseProtocol(asyncio.DatagramProtocol):
         self.on_quic_event: Callable[[QuicEvent], None] = _ignore
         self.on_qsse_event: Callable[[QsseEvent], None] = _ignore
         self.on_error_received: Callable[[Exception], None] = _ignore
+        #: called when the socket is gone; QUIC's timers still run, so the connection ends
+        #: by its idle timeout at the latest, and its owner hears of it.
+        self.on_connection_lost: Callable[[Exception | None], None] = _ignore
         #: called after each datagram is processed: acknowledgements may have opened windows.
         self.on_datagram: Callable[[], None] | None = None
         # The server endpoint's bookkeeping of connection IDs (RFC 9000 section 5.1).
@@ -98,10 +102,20 @@ class QsseProtocol(asyncio.DatagramProtocol):
             self._sendto = self._transport.sendto
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # The socket is gone: nothing more can be sent, so no timer should fire for it.
+        # The socket is gone: nothing more can be sent. The timers go on (sending nothing),
+        # so the connection still ends and says so rather than hanging connected forever.
         self._transport = None
         self._sendto = _ignore
-        self._cancel_timer()
+        self.on_connection_lost(exc)
+
+    def abort(self) -> None:
+        """Forget the connection now: no timer fires for it again, nothing is sent."""
+        self._aborted = True
+        self._sendto = _ignore
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = None
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
         if self._dialled is not None:
@@ -141,10 +155,13 @@ class QsseProtocol(asyncio.DatagramProtocol):
             for data, addr in quic.datagrams_to_send(now=now):
                 self._sendto(data, addr)
         except Exception as exc:
-            if not self._lenient:
+            transport = self._transport
+            if transport is not None and not transport.is_closing() and not self._lenient:
                 raise
-            logger.debug("qh3 could not transmit: %s", exc)
-        if self._transport is None:
+            # A socket on its way out (uvloop raises where asyncio only logs) costs nothing:
+            # the timer below still runs, so the connection still ends and says so.
+            logger.debug("could not transmit: %s", exc)
+        if self._aborted:
             return
         timer_at = quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
@@ -153,12 +170,6 @@ class QsseProtocol(asyncio.DatagramProtocol):
         if self._timer is None and timer_at is not None:
             self._timer = self._loop.call_at(timer_at, self._handle_timer)
         self._timer_at = timer_at
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = None
 
     def _handle_timer(self) -> None:
         now = max(self._timer_at or 0.0, self._loop.time())
