@@ -53,7 +53,8 @@ _IMPORTS = {
 }
 
 #: Topic parameters of type str must be one topic segment, so the concrete topic parses back.
-PARAM_SEGMENT = "^[A-Za-z0-9_-]+$"
+#: ``\Z``, not ``$``: Python's ``$`` also matches before a final newline ("ride\n").
+PARAM_SEGMENT = "^[A-Za-z0-9_-]+\\Z"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

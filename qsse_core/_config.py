@@ -41,7 +41,8 @@ class Limits:
     #: what happens to a subscriber past ``max_queued_bytes``: ``"disconnect"`` closes it with
     #: SLOW_CONSUMER; ``"drop"`` drops its oldest queued events and sends it a gap notice.
     slow_consumer: Literal["disconnect", "drop"] = "disconnect"
-    #: subscriptions one qsse/2 connection may hold.
+    #: subscriptions one connection may hold: qsse/2 requests past it are answered
+    #: LIMIT_REACHED; qsse/1 offer topics past it get a TOO_MANY_SUBSCRIPTIONS error event.
     max_subscriptions: int = 1000
     #: the largest qsse/2 control frame accepted from a client.
     max_frame_size: int = 64 * 1024

@@ -33,6 +33,7 @@ from ._quic import (
     QuicEvent,
     StreamDataReceived,
     StreamReset,
+    unidirectional_stream_credit,
     write,
 )
 from .events import (
@@ -51,7 +52,12 @@ from .events import (
     Welcomed,
 )
 
-__all__ = ["Qsse2ClientConnection", "Qsse2ServerConnection"]
+__all__ = ["SUBSCRIPTION_STREAMS", "Qsse2ClientConnection", "Qsse2ServerConnection"]
+
+#: Subscription streams a qsse client lets a server keep open at once (its QUIC
+#: initial_max_streams_uni; one more is granted as each ends): the server's default
+#: ``Limits.max_subscriptions`` with room to spare.
+SUBSCRIPTION_STREAMS = 1024
 
 _CLIENT_FRAMES = frozenset({FrameType.HELLO, FrameType.SUBSCRIBE, FrameType.UNSUBSCRIBE})
 _SERVER_FRAMES = frozenset(
@@ -89,6 +95,11 @@ class Qsse2ServerConnection(_Connection):
     def offered(self) -> bool:
         """Whether HELLO has arrived (the offer timeout stops here)."""
         return self._hello
+
+    @property
+    def stream_credit(self) -> int:
+        """Subscription streams the client lets us open now (its QUIC MAX_STREAMS)."""
+        return unidirectional_stream_credit(self._quic)
 
     def _handle(self, event: QuicEvent) -> list[QsseEvent]:
         if isinstance(event, StreamDataReceived):
@@ -190,9 +201,15 @@ class Qsse2ServerConnection(_Connection):
         epoch: int = 0,
         reason: str = "",
     ) -> int | None:
-        """Answer a SUBSCRIBE; on success open and return the subscription's stream."""
+        """Answer a SUBSCRIBE; on success open and return the subscription's stream.
+
+        :raises LocalProtocolError: for ``OK`` when the client allows no more streams
+            (:attr:`stream_credit`): answer ``LIMIT_REACHED`` instead.
+        """
         stream_id = None
         if status == SubscribeStatus.OK:
+            if self.stream_credit <= 0:
+                raise LocalProtocolError("the client allows no more subscription streams")
             stream_id = self._quic.get_next_available_stream_id(is_unidirectional=True)
             write(
                 self._quic,

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from ._codes import ErrorCode
+from ._depth import MAX_DEPTH, json_depth_exceeds
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from .events import ErrorReceived, EventReceived
 
@@ -77,12 +78,22 @@ def encode_offer(token: str, topics: list[str]) -> bytes:
 def decode_offer(line: bytes) -> Offer:
     """Parse an offer line (without its newline).
 
-    :raises RemoteProtocolError: with code MALFORMED_OFFER, naming what is wrong.
+    :raises RemoteProtocolError: with code MALFORMED_OFFER, naming what is wrong (also for
+        JSON nested deeper than ``MAX_DEPTH``).
     """
+    _check_depth(line, "offer", ErrorCode.MALFORMED_OFFER)
     try:
         return _offer_decoder.decode(line)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise RemoteProtocolError(f"malformed offer: {exc}", ErrorCode.MALFORMED_OFFER) from exc
+
+
+def _check_depth(text: bytes, what: str, code: ErrorCode) -> None:
+    # msgspec recurses per level: bound the depth before it can exhaust the stack.
+    if json_depth_exceeds(text):
+        raise RemoteProtocolError(
+            f"malformed {what}: JSON nested deeper than {MAX_DEPTH} levels", code
+        )
 
 
 def encode_event(topic: str, data: bytes) -> bytes:
@@ -104,17 +115,20 @@ def encode_error(code: int, data: Mapping[str, Any]) -> bytes:
 def decode_frame(line: bytes) -> EventReceived | ErrorReceived:
     """Parse one line from the server's stream (without its newline).
 
-    :raises RemoteProtocolError: with code MALFORMED_FRAME, naming what is wrong.
+    :raises RemoteProtocolError: with code MALFORMED_FRAME, naming what is wrong (also for
+        JSON nested deeper than ``MAX_DEPTH``).
     """
+    _check_depth(line, "event", ErrorCode.MALFORMED_FRAME)
     try:
         event = _event_decoder.decode(line)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise RemoteProtocolError(f"malformed event: {exc}", ErrorCode.MALFORMED_FRAME) from exc
     if event.topic != ERROR_TOPIC:
         return EventReceived(topic=event.topic, data=event.data)
+    _check_depth(event.data, "error event", ErrorCode.MALFORMED_FRAME)
     try:
         error = _error_decoder.decode(event.data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise RemoteProtocolError(
             f"malformed error event: {exc}", ErrorCode.MALFORMED_FRAME
         ) from exc

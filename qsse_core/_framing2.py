@@ -10,14 +10,18 @@ See docs/protocol.md.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Annotated
 
 import msgspec
 
 from ._codes import ErrorCode
+from ._depth import MAX_DEPTH, msgpack_depth_exceeds
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "ALPN_QSSE2",
+    "MAX_EPOCH",
+    "MAX_WIRE_INT",
     "ContentType",
     "EventFrame",
     "FrameReader",
@@ -73,6 +77,15 @@ class SubscribeStatus(IntEnum):
 
 # -- control messages --------------------------------------------------------------------------
 
+#: The largest id, count or status a frame may carry: the largest QUIC varint (RFC 9000
+#: section 16), which an EVENT frame's id must fit. Checked when a frame is decoded, so
+#: ``last_id + 1`` and the like can always be encoded again.
+MAX_WIRE_INT = (1 << 62) - 1
+#: The largest epoch: a MessagePack int64 (epochs are only ever sent in MessagePack maps).
+MAX_EPOCH = (1 << 63) - 1
+_Int = Annotated[int, msgspec.Meta(ge=0, le=MAX_WIRE_INT)]
+_Epoch = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH)]
+
 
 class Hello(msgspec.Struct, omit_defaults=True):
     """Client, first frame on the control stream: who it is."""
@@ -83,47 +96,47 @@ class Hello(msgspec.Struct, omit_defaults=True):
 class Subscribe(msgspec.Struct, omit_defaults=True):
     """Client: subscribe to ``topic``; with ``last_id``, first replay what came after it."""
 
-    request_id: int
+    request_id: _Int
     topic: str
-    last_id: int | None = None
-    epoch: int | None = None
+    last_id: _Int | None = None
+    epoch: _Epoch | None = None
 
 
 class Unsubscribe(msgspec.Struct, omit_defaults=True):
-    request_id: int
-    subscription_id: int
+    request_id: _Int
+    subscription_id: _Int
 
 
 class Welcome(msgspec.Struct, omit_defaults=True):
     """Server: the token was accepted. ``epoch`` names the event-id sequence in use."""
 
-    epoch: int
-    max_frame_size: int
+    epoch: _Epoch
+    max_frame_size: _Int
 
 
 class SubscribeResult(msgspec.Struct, omit_defaults=True):
-    request_id: int
-    status: int
+    request_id: _Int
+    status: _Int
     topic: str
-    subscription_id: int = 0
+    subscription_id: _Int = 0
     #: the last event id at subscription time; live events follow it.
-    position: int = 0
+    position: _Int = 0
     reason: str = ""
 
 
 class UnsubscribeResult(msgspec.Struct, omit_defaults=True):
-    request_id: int
-    subscription_id: int
-    status: int
+    request_id: _Int
+    subscription_id: _Int
+    status: _Int
 
 
 class StreamHeader(msgspec.Struct, omit_defaults=True):
     """Server, first frame of each subscription stream."""
 
-    subscription_id: int
+    subscription_id: _Int
     topic: str
     #: the epoch of the ids on this stream (it may arrive before WELCOME).
-    epoch: int = 0
+    epoch: _Epoch = 0
 
 
 class GapFrame(msgspec.Struct, omit_defaults=True):
@@ -131,8 +144,8 @@ class GapFrame(msgspec.Struct, omit_defaults=True):
     ``last_id`` (None: unknown) are lost to this subscriber."""
 
     topic: str
-    first_id: int
-    last_id: int | None = None
+    first_id: _Int
+    last_id: _Int | None = None
     reason: str = ""
 
 
@@ -202,12 +215,20 @@ def encode_control(message: Control | StreamHeader | GapFrame) -> bytes:
 def decode_control(frame_type: int, payload: bytes) -> msgspec.Struct:
     """Parse a non-EVENT frame's payload.
 
+    Integers are checked against ``MAX_WIRE_INT`` / ``MAX_EPOCH`` and nesting against
+    ``MAX_DEPTH`` here, before any state can depend on them.
+
     :raises RemoteProtocolError: naming the frame and what is wrong with it.
     """
+    name = FrameType(frame_type).name
+    if msgpack_depth_exceeds(payload):
+        raise RemoteProtocolError(
+            f"malformed {name} frame: nested deeper than {MAX_DEPTH} levels",
+            ErrorCode.MALFORMED_FRAME,
+        )
     try:
         return _DECODERS[frame_type].decode(payload)
-    except msgspec.DecodeError as exc:
-        name = FrameType(frame_type).name
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise RemoteProtocolError(
             f"malformed {name} frame: {exc}", ErrorCode.MALFORMED_FRAME
         ) from exc

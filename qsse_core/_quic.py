@@ -39,8 +39,10 @@ __all__ = [
     "StreamReset",
     "backend",
     "client_backend",
+    "grant_unidirectional_streams",
     "send_backlog",
     "server_backend",
+    "unidirectional_stream_credit",
     "write",
 ]
 
@@ -244,3 +246,75 @@ def send_backlog(quic: QuicConnection, stream_id: int) -> int:
         return 0
     sender = stream.sender
     return sender._buffer_stop - sender._buffer_start
+
+
+def _is_qh3(quic: QuicConnection) -> bool:
+    return type(quic).__module__.startswith("qh3.")
+
+
+def unidirectional_stream_credit(quic: QuicConnection) -> int:
+    """Unidirectional streams the peer lets us open now (its MAX_STREAMS, RFC 9000 section
+    4.6, less the streams opened so far). A stream past it would wait in aioquic forever
+    and fail to open in qh3."""
+    core = getattr(quic, "_core", None)  # qh3
+    if core is not None:
+        limits: tuple[int, int, int, int] = core.stream_limits
+        return limits[1] - limits[3]
+    if _is_qh3(quic):
+        return 0  # not started: nothing may be opened yet
+    return quic._remote_max_streams_uni - quic._local_next_stream_id_uni // 4
+
+
+def grant_unidirectional_streams(quic: QuicConnection, count: int) -> None:
+    """Let the peer keep ``count`` unidirectional streams open at once (transport parameter
+    initial_max_streams_uni, RFC 9000 section 18.2); call before ``connect()``.
+
+    Both libraries fix it (aioquic 128, qh3 103) and grant one more stream for each that ends,
+    so ``count`` stays the bound on concurrent streams. Should a future qh3 lay its
+    connection out differently, its own default stays in force.
+    """
+    if not _is_qh3(quic):
+        limit = quic._local_max_streams_uni
+        limit.value = limit.sent = count
+        return
+    import qh3.quic.connection as qh3_connection
+    from qh3._hazmat import Buffer
+    from qh3.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
+    from qh3.tls import ExtensionType
+
+    # The native core takes its local limits positionally; index 22 is local_max_streams_uni.
+    create_core = quic._create_core  # type: ignore[attr-defined]
+    create_tls = quic._create_tls  # type: ignore[attr-defined]
+    native = getattr(qh3_connection, "QuicConnectionCore")  # noqa: B009 (not re-exported)
+
+    def core_with_limit(*args: Any) -> Any:
+        if len(args) > 22 and args[22] == 103:
+            args = (*args[:22], count, *args[23:])
+        return native(*args)
+
+    def create_core_with_limit(*args: Any, **kwargs: Any) -> None:
+        setattr(qh3_connection, "QuicConnectionCore", core_with_limit)  # noqa: B010
+        try:
+            create_core(*args, **kwargs)
+        finally:
+            setattr(qh3_connection, "QuicConnectionCore", native)  # noqa: B010
+
+    def create_tls_with_limit(*args: Any, **kwargs: Any) -> Any:
+        bridge = create_tls(*args, **kwargs)
+        extensions = []
+        for kind, data in bridge.tls.handshake_extensions:
+            if kind != ExtensionType.QUIC_TRANSPORT_PARAMETERS:
+                extensions.append((kind, data))
+                continue
+            params = pull_quic_transport_parameters(Buffer(data=data))
+            if params.initial_max_streams_uni == 103:
+                params.initial_max_streams_uni = count
+                buf = Buffer(capacity=len(data) + 16)
+                push_quic_transport_parameters(buf, params)
+                data = buf.data
+            extensions.append((kind, data))
+        bridge.tls.handshake_extensions = extensions
+        return bridge
+
+    quic._create_core = create_core_with_limit  # type: ignore[attr-defined]
+    quic._create_tls = create_tls_with_limit  # type: ignore[attr-defined]

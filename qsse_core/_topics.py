@@ -17,10 +17,17 @@ as ``"\\udc80"``) is refused in declarations and by ``Server.publish``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
-__all__ = ["TopicTable", "is_pattern", "topic_matches", "validate_pattern", "validate_topic"]
+__all__ = [
+    "TopicTable",
+    "is_pattern",
+    "pattern_matcher",
+    "topic_matches",
+    "validate_pattern",
+    "validate_topic",
+]
 
 _META = frozenset("*?[\\")
 
@@ -111,6 +118,21 @@ def _compile(pattern: str) -> re.Pattern[str]:
 def validate_pattern(pattern: str) -> None:
     """Raise :class:`ValueError` naming the problem when ``pattern`` is malformed."""
     _compile(pattern)
+
+
+def pattern_matcher(pattern: str) -> Callable[[str], bool]:
+    """``topic -> bool``: whether ``topic`` matches ``pattern``, compiled once.
+
+    For a server's live subscriptions: held as long as the subscription, not in the bounded
+    caches of :func:`topic_matches`, which thousands of distinct patterns (several peers'
+    subscriptions) would evict on every new concrete topic, recompiling each pattern per
+    publish. A malformed pattern matches only itself, as with :func:`topic_matches`.
+    """
+    try:
+        fullmatch = re.compile(_translate(pattern), re.DOTALL).fullmatch
+    except ValueError:
+        return lambda topic: topic == pattern
+    return lambda topic: topic == pattern or fullmatch(topic) is not None
 
 
 @lru_cache(maxsize=65536)

@@ -5,6 +5,8 @@ One set of rules decides whether an event is sent (docs/schema.md, "What publish
 - every value has exactly its declared Python type: a ``bool`` is not an ``int``, a ``str`` is
   not a ``UUID``, a ``datetime`` is not a ``date``; only an ``int`` may stand for a ``float``;
 - integers (and ints given for floats) fit in int64, what Go peers and MessagePack read;
+- an int given for a float meets the bounds as the float subscribers decode it to;
+- an aware datetime's UTC offset is whole minutes, all RFC 3339 can write;
 - floats and Decimals are finite: JSON has no NaN or infinity, and Go cannot parse them;
 - strings (and map keys) are valid Unicode, so they encode as UTF-8 (no lone surrogates);
 - the schema's constraints (bounds, lengths, patterns, ``tz``) hold.
@@ -41,6 +43,20 @@ INT64_MAX = 2**63 - 1
 _INF = math.inf
 
 
+def _offset(value: datetime.datetime) -> int:
+    """1 when ``value`` is aware with an offset RFC 3339 can write (whole minutes), 0 when it
+    is naive (``utcoffset()`` is None, whatever its ``tzinfo``), -1 when its offset cannot
+    travel: seconds (local mean time before 1900, say) would be cut off, shifting the instant,
+    and a ``tzinfo`` that raises cannot be encoded at all."""
+    try:
+        offset = value.utcoffset()
+    except Exception:
+        return -1
+    if offset is None:
+        return 0
+    return -1 if offset.seconds % 60 or offset.microseconds else 1
+
+
 def _utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -56,6 +72,8 @@ class _Compiler:
         self.names: dict[str, object] = {
             "_utf8": _utf8,
             "_dt": datetime.datetime,
+            "_UTC": datetime.UTC,
+            "_offset": _offset,
             "_date": datetime.date,
             "_UUID": uuid.UUID,
             "_Decimal": decimal.Decimal,
@@ -91,7 +109,10 @@ class _Compiler:
         loads: list[str] = []
         nested: list[str] = []
         for field in info.fields:
-            inner = f"{var}_{field.name}"
+            # Unique per function: "{var}_{field}" would make field a_b of a record and field
+            # b of its field a one variable, and check one value in place of the other.
+            self.counter += 1
+            inner = f"f{self.counter}_{field.name}"
             condition = self.simple(field.type, inner)
             if condition is not None:
                 # The first use of the field loads it, once the record's type is known.
@@ -172,9 +193,11 @@ class _Compiler:
                 upper = f"< {info.lt!r}"
             if info.le is not None:
                 upper = f"<= {info.le!r}"
+            # An int is compared as the float subscribers decode it to: 2**60 - 1 < 2.0**60
+            # holds, but it arrives as 2.0**60, which does not.
             return (
                 f"type({var}) is float and {lower} {var} {upper} or type({var}) is int "
-                f"and {INT64_MIN} <= {var} <= {INT64_MAX} and {lower} {var} {upper}"
+                f"and {INT64_MIN} <= {var} <= {INT64_MAX} and {lower} float({var}) {upper}"
             )
         if isinstance(info, mi.BoolType):
             return f"type({var}) is bool"
@@ -188,8 +211,13 @@ class _Compiler:
         if isinstance(info, mi.BytesType):
             return f"type({var}) is bytes" + self.length(info, var).replace(" or ", " and not ")
         if isinstance(info, mi.DateTimeType):
-            tz = {True: " is not None", False: " is None", None: ""}[info.tz]
-            return f"type({var}) is _dt" + (f" and {var}.tzinfo{tz}" if tz else "")
+            # The common cases (naive, UTC) cost no call; see _offset for the rest.
+            tz = {
+                True: f"{var}.tzinfo is _UTC or _offset({var}) == 1",
+                False: f"{var}.tzinfo is None or _offset({var}) == 0",
+                None: f"{var}.tzinfo is None or {var}.tzinfo is _UTC or _offset({var}) >= 0",
+            }[info.tz]
+            return f"type({var}) is _dt and ({tz})"
         if isinstance(info, mi.DateType):
             return f"type({var}) is _date"
         if isinstance(info, mi.UUIDType):
@@ -446,7 +474,9 @@ def _length(info: Any, value: Any, path: str, kind: str) -> None:
         )
 
 
-def _bounds(info: mi.IntType | mi.FloatType, value: float, path: str, kind: str) -> None:
+def _bounds(
+    info: mi.IntType | mi.FloatType, value: float, path: str, kind: str, compared: float
+) -> None:
     for name, op, holds in (
         ("ge", ">=", operator.ge),
         ("gt", ">", operator.gt),
@@ -454,7 +484,7 @@ def _bounds(info: mi.IntType | mi.FloatType, value: float, path: str, kind: str)
         ("lt", "<", operator.lt),
     ):
         bound = getattr(info, name)
-        if bound is not None and not holds(value, bound):
+        if bound is not None and not holds(compared, bound):
             raise _Problem(path, f"Expected `{kind}` {op} {bound!r}, got `{value!r}`")
 
 
@@ -468,7 +498,7 @@ def _scalar_check(info: mi.Type, value: object, path: str) -> None:
             raise _Problem(path, _int64(value, "float"))
         if not math.isfinite(value):
             raise _Problem(path, f"Expected a finite `float`, got `{value!r}`")
-        _bounds(info, value, path, "float")
+        _bounds(info, value, path, "float", float(value))
         return
     if (
         type(value)
@@ -488,7 +518,7 @@ def _scalar_check(info: mi.Type, value: object, path: str) -> None:
         assert isinstance(value, int)
         if not INT64_MIN <= value <= INT64_MAX:
             raise _Problem(path, _int64(value, "int"))
-        _bounds(info, value, path, "int")
+        _bounds(info, value, path, "int", value)
     elif isinstance(info, mi.DecimalType):
         assert isinstance(value, decimal.Decimal)
         if not value.is_finite():
@@ -502,12 +532,29 @@ def _scalar_check(info: mi.Type, value: object, path: str) -> None:
             raise _Problem(path, f"Expected `str` matching regex {info.pattern!r}, got {value!r}")
     elif isinstance(info, mi.BytesType):
         _length(info, value, path, "bytes")
-    elif isinstance(info, mi.DateTimeType) and info.tz is not None:
+    elif isinstance(info, mi.DateTimeType):
         assert isinstance(value, datetime.datetime)
-        if (value.tzinfo is not None) != info.tz:
+        kind = _offset(value)
+        if kind < 0:
+            raise _Problem(path, _bad_offset(value))
+        if info.tz is not None and bool(kind) != info.tz:
             want = "with a timezone" if info.tz else "without a timezone"
-            got = "an aware" if value.tzinfo is not None else "a naive"
+            got = "an aware" if kind else "a naive"
             raise _Problem(path, f"Expected `datetime` {want}, got {got} `datetime`")
+
+
+def _bad_offset(value: datetime.datetime) -> str:
+    try:
+        offset = value.utcoffset()
+    except Exception as exc:
+        return (
+            f"Expected a `datetime` whose tzinfo gives its UTC offset, got "
+            f"{type(exc).__name__} from utcoffset(): {exc}"
+        )
+    return (
+        f"Expected a `datetime` whose UTC offset is whole minutes (RFC 3339 cannot carry "
+        f"seconds), got offset {offset}"
+    )
 
 
 def _int64(value: int, kind: str) -> str:

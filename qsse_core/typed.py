@@ -33,6 +33,7 @@ from typing import (
 import msgspec
 
 from ._codes import ErrorCode
+from ._depth import MAX_DEPTH, json_depth_exceeds, msgpack_depth_exceeds
 from ._exceptions import ConfigurationError, ValidationError
 from ._framing2 import ContentType
 from ._history import HistoryPolicy, MemoryHistory
@@ -264,7 +265,8 @@ class Topic(Generic[P, E]):
     def parse(self, topic: str) -> P:
         """The parameters a concrete topic carries; the inverse of :meth:`topic`.
 
-        :raises ValueError: when ``topic`` is not an instance of this topic's template.
+        :raises ValueError: when ``topic`` is not an instance of this topic's template, as
+            :meth:`topic` writes it: ``ride.05.status`` and ``ride.5e2.status`` are not.
         """
         if self._params_type is None:
             if topic != self.template:
@@ -275,10 +277,22 @@ class Topic(Generic[P, E]):
             raise ValueError(f"Expected a topic of the form {self.template!r}, got {topic!r}")
         try:
             # strict=False parses the text of a segment as the parameter's type ("42" -> 42).
-            return msgspec.convert(found.groupdict(), self._params_type, strict=False)
+            params: P = msgspec.convert(found.groupdict(), self._params_type, strict=False)
         except msgspec.ValidationError as exc:
             path, reason = _split_reason(exc, "")
             raise ValueError(f"{reason} - at `{{{path.lstrip('.')}}}` of topic {topic!r}") from None
+        # Lax parsing also reads "5e2" and "-0" as ints and UUIDs without hyphens: only the
+        # form topic() writes is this topic, or one event would have two topics (and
+        # subscribers to "ride.500.status" would miss what "ride.5e2.status" carries).
+        assert self._check_params is not None
+        if not self._check_params(params):
+            path, reason = explain(self._params_type, params) or ("$", "invalid parameters")  # type: ignore[arg-type]
+            name = path.removeprefix("$").lstrip(".")
+            raise ValueError(f"{reason} - at `{{{name}}}` of topic {topic!r}")
+        canonical = self.template.format_map(_ParamValues(params))
+        if canonical != topic:
+            raise ValueError(f"Expected topic {canonical!r}, as publishers write it, got {topic!r}")
+        return params
 
     def encode_compact(self, event: E, topic: str) -> bytes:
         """MessagePack of an event :meth:`encode` accepted (call that first).
@@ -300,12 +314,16 @@ class Topic(Generic[P, E]):
     def decode(self, data: bytes, content_type: int | None = None) -> E:
         """Decode a payload of this topic: JSON, or MessagePack when ``content_type`` says so.
 
-        :raises ValueError: naming what was expected and where, when ``data`` does not fit.
+        :raises ValueError: naming what was expected and where, when ``data`` does not fit
+            (also when it nests deeper than ``MAX_DEPTH``, 64 levels).
         """
-        decoder = self._msgpack_decoder if content_type == ContentType.MSGPACK else self._decoder
+        msgpack = content_type == ContentType.MSGPACK
+        if (msgpack_depth_exceeds if msgpack else json_depth_exceeds)(data):
+            raise ValueError(f"payload nested deeper than {MAX_DEPTH} levels")
+        decoder = self._msgpack_decoder if msgpack else self._decoder
         try:
             return decoder.decode(data)
-        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError: a DecodeError
             raise ValueError(str(exc)) from None
 
 

@@ -71,8 +71,8 @@ class RawProtocol(QuicConnectionProtocol):
         self.transmit()
 
 
-def raw_connect(port: int, host: str = "127.0.0.1"):
-    config = QuicConfiguration(is_client=True, alpn_protocols=["PROTOCOL_QUIC"])
+def raw_connect(port: int, host: str = "127.0.0.1", alpn: str = "PROTOCOL_QUIC"):
+    config = QuicConfiguration(is_client=True, alpn_protocols=[alpn])
     config.verify_mode = ssl.CERT_NONE
     return connect(host, port, configuration=config, create_protocol=RawProtocol)
 

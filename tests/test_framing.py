@@ -184,3 +184,53 @@ def test_line_buffer_skips_oversized_lines_and_resyncs():
     assert buf.pending == 0
     assert buf.feed(b"9999\nfine\n") == ([b"fine"], 0)
     assert buf.feed(b"toolong\nok\n") == ([b"ok"], 1)
+
+
+def _nested(depth: int) -> bytes:
+    """A JSON array ``depth`` levels deep, with brackets inside a string that do not count."""
+    return b"[" * (depth - 1) + b'["[[[[{{{{"' + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 100_000])
+def test_json_nested_past_the_depth_bound_is_the_protocol_error(depth):
+    offer = b'{"token":"t","x":' + _nested(depth - 1) + b"}"
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_offer(offer)
+    assert (info.value.error_code, info.value.reason) == (
+        ErrorCode.MALFORMED_OFFER,
+        "malformed offer: JSON nested deeper than 64 levels",
+    )
+    event = b'{"topic":"a","data":"aGk=","x":' + _nested(depth - 1) + b"}"
+    with pytest.raises(RemoteProtocolError, match="malformed event: JSON nested deeper"):
+        decode_frame(event)
+    error = encode_error(ErrorCode.UNKNOWN, {"x": json.loads(_nested(62))})[:-1]
+    # Error data is JSON inside the event's base64: its depth counts on its own.
+    assert decode_frame(error) == ErrorReceived(
+        code=ErrorCode.UNKNOWN, data={"x": json.loads(_nested(62))}
+    )
+    inner = b'{"code":5,"data":{"x":' + _nested(depth) + b"}}"
+    line = encode_event("error", inner)[:-1]
+    with pytest.raises(RemoteProtocolError, match="malformed error event: JSON nested deeper"):
+        decode_frame(line)
+
+
+def test_json_at_the_depth_bound_decodes():
+    offer = b'{"token":"t","topics":["a"],"x":' + _nested(63) + b"}"
+    assert decode_offer(offer).topics == ["a"]
+
+
+@pytest.mark.parametrize("msgpack", [False, True])
+def test_typed_payloads_nested_past_the_depth_bound_are_a_value_error(msgpack):
+    # A typed subscriber reports the payload as INVALID_PAYLOAD rather than crash on it.
+    from generated import rides
+    from qsse_core._framing2 import ContentType
+    from qsse_core.testing import deep_json, deep_msgpack
+
+    if msgpack:
+        data = b"\x81\xa5state" + deep_msgpack(1000)
+        content_type = ContentType.MSGPACK
+    else:
+        data = b'{"state":' + deep_json(1000) + b"}"
+        content_type = ContentType.JSON
+    with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+        rides.RIDE_STATUS.decode(data, content_type)

@@ -2,12 +2,15 @@
 
 import contextlib
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qsse_core import ErrorCode, LocalProtocolError, RemoteProtocolError
 from qsse_core._framing2 import (
+    MAX_EPOCH,
+    MAX_WIRE_INT,
     FrameReader,
     FrameType,
     GapFrame,
@@ -124,15 +127,32 @@ def test_event_roundtrip(event_id, ctype, topic, data):
 
 
 @given(
-    request_id=st.integers(0, 2**63 - 1),
+    request_id=st.integers(0, MAX_WIRE_INT),
     topic=text,
-    last_id=st.none() | st.integers(0, 2**63 - 1),
-    epoch=st.none() | st.integers(1, 2**62),
+    last_id=st.none() | st.integers(0, MAX_WIRE_INT),
+    epoch=st.none() | st.integers(0, MAX_EPOCH),
 )
 def test_control_roundtrip(request_id, topic, last_id, epoch):
     message = Subscribe(request_id=request_id, topic=topic, last_id=last_id, epoch=epoch)
     frame_type, payload, _ = FrameReader(1 << 20).feed(encode_control(message))[0]
     assert decode_control(frame_type, payload) == message
+
+
+@given(
+    field=st.sampled_from(["request_id", "last_id", "epoch"]),
+    value=st.integers(MAX_EPOCH + 1, 2**64 - 1) | st.integers(-(2**63), -1),
+    small=st.integers(MAX_WIRE_INT + 1, MAX_EPOCH),
+)
+def test_integers_out_of_range_are_malformed_before_anything_uses_them(field, value, small):
+    # Ids and counts stop at the largest varint (an EVENT id), epochs at int64; so the server
+    # can always encode last_id + 1 in a GAP.
+    fields = {"request_id": 1, "topic": "t", "last_id": 1, "epoch": 1, field: value}
+    with pytest.raises(RemoteProtocolError, match=r"malformed SUBSCRIBE frame: Expected `int`"):
+        decode_control(FrameType.SUBSCRIBE, msgspec.msgpack.encode(fields))
+    if field != "epoch":
+        fields[field] = small
+        with pytest.raises(RemoteProtocolError, match=r"<= 4611686018427387903"):
+            decode_control(FrameType.SUBSCRIBE, msgspec.msgpack.encode(fields))
 
 
 @given(
@@ -188,3 +208,22 @@ def test_arbitrary_bytes_never_raise_other_errors_nor_hang(raw, cut):
                     decode_control(frame_type, payload)
         # Memory stays bounded by one frame whatever the input declares.
         assert len(reader._buf) <= 64 + 16
+
+
+@pytest.mark.parametrize("frame_type", [FrameType.HELLO, FrameType.SUBSCRIBE, FrameType.GAP])
+def test_nesting_past_the_depth_bound_is_malformed_not_a_recursion_error(frame_type):
+    # A map whose unknown key holds arrays nested 64 levels (the bound) decodes as far as
+    # nesting goes; one level more, or a thousand, is the protocol's error.
+    def frame(depth):
+        inner = b"\x91" * (depth - 2) + b"\x90"  # depth - 1 arrays inside the map
+        return b"\x81" + msgspec.msgpack.encode("zz") + inner
+
+    if frame_type == FrameType.HELLO:  # every field has a default
+        assert decode_control(frame_type, frame(64)) == Hello()
+    else:  # within the bound: only the missing fields are wrong
+        with pytest.raises(RemoteProtocolError, match="missing required field"):
+            decode_control(frame_type, frame(64))
+    for depth in (65, 1000, 100_000):
+        with pytest.raises(RemoteProtocolError, match="nested deeper than 64 levels") as info:
+            decode_control(frame_type, frame(depth))
+        assert info.value.error_code == ErrorCode.MALFORMED_FRAME

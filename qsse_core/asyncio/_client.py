@@ -14,7 +14,7 @@ from typing import Any
 from .._codes import ErrorCode
 from .._config import ReconnectPolicy
 from .._connection import QsseClientConnection
-from .._connection2 import Qsse2ClientConnection
+from .._connection2 import SUBSCRIPTION_STREAMS, Qsse2ClientConnection
 from .._exceptions import (
     ConfigurationError,
     ConnectError,
@@ -29,6 +29,7 @@ from .._quic import (
     QuicConnection,
     QuicEvent,
     client_backend,
+    grant_unidirectional_streams,
 )
 from .._state import ConnectionState, Gap, Message, StateChange
 from .._topics import topic_matches, validate_pattern
@@ -448,6 +449,8 @@ class Client:
         family, _, _, _, addr = infos[0]
         config = self._configuration()
         quic = client_backend().connection(config)
+        # A qsse/2 server opens a stream per subscription: allow one for each we may ask for.
+        grant_unidirectional_streams(quic, max(SUBSCRIPTION_STREAMS, len(self._wanted)))
         lost: asyncio.Future[ConnectionClosed] = loop.create_future()
         failed: asyncio.Future[Exception] = loop.create_future()
 

@@ -25,6 +25,7 @@ from .._exceptions import ConfigurationError, LocalProtocolError
 from .._framing import ALPN_QSSE1, encode_error, encode_event
 from .._framing2 import (
     ALPN_QSSE2,
+    MAX_WIRE_INT,
     ContentType,
     GapFrame,
     SubscribeStatus,
@@ -43,7 +44,7 @@ from .._quic import (
     server_backend,
 )
 from .._tls import self_signed
-from .._topics import TopicTable, is_pattern, topic_matches
+from .._topics import TopicTable, is_pattern, pattern_matcher, topic_matches
 from ..events import (
     ConnectionClosed,
     HelloReceived,
@@ -82,10 +83,15 @@ _DIALABLE = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 # 40 KiB per connection, asked afresh rather than held without bound.
 _AUTHORIZED_TOPICS = 1024
 
-# An event waiting for the authorizer: ((frame, event id, declared label), concrete topic).
-_Held = tuple[tuple[bytes, int, str], str]
+# An event waiting for the authorizer: ((frame, event id, declared label), concrete topic),
+# the topic None for an event that needs no answer but must stay behind those before it.
+_Held = tuple[tuple[bytes, int, str], str | None]
 
 _Request = HelloReceived | OfferReceived | SubscribeRequested | UnsubscribeRequested
+
+
+def _ignore(event: QsseEvent) -> None:
+    """What a dropped session's protocol hands its late events to."""
 
 
 class _Outbox:
@@ -298,7 +304,8 @@ class Server:
         self._keepalive: asyncio.Task[None] | None = None
         # Routing: subscription topic -> subscriptions (one entry per subscription).
         self._subs: dict[str, list[_Subscription]] = {}
-        self._wildcards: set[str] = set()
+        # Pattern subscription topics -> their matcher, compiled once per topic subscribed.
+        self._wildcards: dict[str, Callable[[str], bool]] = {}
         self._route_cache: dict[str, tuple[str, ...]] = {}
         # Writing: outboxes with queued frames, drained together once per loop iteration.
         self._dirty: set[_Outbox] = set()
@@ -447,6 +454,7 @@ class Server:
         await asyncio.gather(*workers, return_exceptions=True)
         if self._keepalive is not None:
             await asyncio.gather(self._keepalive, return_exceptions=True)
+            self._keepalive = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -605,6 +613,10 @@ class Server:
             label = self._table.admit(topic)
             if label is None:
                 errors.append((ErrorCode.TOPIC_NOT_AVAILABLE, {"topic": topic}))
+            elif len(admitted) >= self.limits.max_subscriptions:
+                # As on qsse/2: an offer repeating one topic 10,000 times would otherwise
+                # make each event on it 10,000 queue entries and writes for this connection.
+                errors.append((ErrorCode.TOO_MANY_SUBSCRIPTIONS, {"topic": topic}))
             elif await self._authorize(session, topic, label):
                 admitted.append((topic, label))
             else:
@@ -647,6 +659,10 @@ class Server:
             await self.broker.sync(request.last_id)
         if session.closed:
             return
+        if status == SubscribeStatus.OK and conn.stream_credit <= 0:
+            # Opened anyway, the stream would wait forever (aioquic) or fail (qh3).
+            status = SubscribeStatus.LIMIT_REACHED
+            reason = "the client allows no more subscription streams (QUIC MAX_STREAMS)"
         if status != SubscribeStatus.OK or label is None:
             conn.answer_subscribe(request.request_id, status, topic, reason=reason)
             return
@@ -694,8 +710,10 @@ class Server:
         after = last_id
         if epoch != history.epoch or last_id > history.last_id:
             why = _EPOCH if epoch != history.epoch else _UNISSUED
+            # The largest position (MAX_WIRE_INT) has no successor a frame can carry.
+            first = min(last_id + 1, MAX_WIRE_INT)
             for d in labels:
-                outbox.gaps[d] = [last_id + 1, -1, why]
+                outbox.gaps[d] = [first, -1, why]
             after = 0
         now = time.time()
         streams = []
@@ -708,8 +726,9 @@ class Server:
         for event in heapq.merge(*streams, key=lambda e: e.id):
             frame = encode_event_frame(event.id, event.content_type, event.topic, event.data)
             item = (frame, event.id, label)
-            if gated and event.topic != topic:
-                self._gate(session, outbox, event.topic, item)
+            asked = event.topic if gated and event.topic != topic else None
+            if asked is not None or outbox.held is not None:
+                self._gate(session, outbox, asked, item)
             else:
                 outbox.frames.append(item)
                 outbox.size += len(frame)
@@ -748,7 +767,7 @@ class Server:
         if subs is None:
             subs = self._subs[topic] = []
             if is_pattern(topic):
-                self._wildcards.add(topic)
+                self._wildcards[topic] = pattern_matcher(topic)
             self._route_cache.clear()
         subs.append(sub)
         self.metrics.subscribers.labels(topic=label).inc()
@@ -759,7 +778,7 @@ class Server:
         subs.remove(sub)
         if not subs:
             del self._subs[sub.topic]
-            self._wildcards.discard(sub.topic)
+            self._wildcards.pop(sub.topic, None)
             self._route_cache.clear()
         self.metrics.subscribers.labels(topic=sub.label).dec()
 
@@ -771,16 +790,25 @@ class Server:
             session.offer_timer.cancel()
         self._sessions.discard(session)
         self.metrics.connections.labels(protocol=session.conn.alpn_protocol).dec()
+        outboxes = [sub.outbox for sub in session.subscriptions.values()]
         for sub in list(session.subscriptions.values()):
             self._unsubscribe(sub)
-            self._dirty.discard(sub.outbox)
         if session.outbox is not None:
-            self._dirty.discard(session.outbox)
+            outboxes.append(session.outbox)
+        for outbox in outboxes:
+            # Free what was queued now: the QUIC connection (and through its callbacks this
+            # session) lives on for its draining period, or until the server forgets it.
+            self._dirty.discard(outbox)
+            outbox.frames.clear()
+            outbox.gaps.clear()
+            outbox.size = 0
         session.blocked.clear()
         session.requests.clear()
         for waiting in session.pending.values():
             waiting.cancel()
         session.pending.clear()
+        session.protocol.on_qsse_event = _ignore
+        session.protocol.on_datagram = None
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -962,10 +990,12 @@ class Server:
                     if v2_item is None:
                         frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
                         v2_item, v2_size = (frame, event_id, label), len(frame)
-                    if gated and (
-                        outbox.held is not None or sub.session.authorized.get(concrete) is not True
+                    if outbox.held is not None or (
+                        gated and sub.session.authorized.get(concrete) is not True
                     ):
-                        if not self._gate(sub.session, outbox, concrete, v2_item):
+                        # Held events go first, even before one this route may see.
+                        asked = concrete if gated else None
+                        if not self._gate(sub.session, outbox, asked, v2_item):
                             count -= 1
                             continue
                     else:
@@ -975,10 +1005,12 @@ class Server:
                     if v1_item is None:
                         frame = encode_event(concrete, data)
                         v1_item, v1_size = (frame, event_id, label), len(frame)
-                    if gated and (
-                        outbox.held is not None or sub.session.authorized.get(concrete) is not True
+                    if outbox.held is not None or (
+                        gated and sub.session.authorized.get(concrete) is not True
                     ):
-                        if not self._gate(sub.session, outbox, concrete, v1_item):
+                        # Held events go first, even before one this route may see.
+                        asked = concrete if gated else None
+                        if not self._gate(sub.session, outbox, asked, v1_item):
                             count -= 1
                             continue
                     else:
@@ -1005,7 +1037,7 @@ class Server:
 
     def _routes(self, concrete: str) -> tuple[str, ...]:
         routes = [concrete] if concrete in self._subs else []
-        routes += [p for p in self._wildcards if p != concrete and topic_matches(p, concrete)]
+        routes += [p for p, match in self._wildcards.items() if p != concrete and match(concrete)]
         result = tuple(sorted(routes))
         if len(self._route_cache) >= 4096:
             self._route_cache.clear()
@@ -1015,11 +1047,20 @@ class Server:
     # -- authorization of concrete topics under pattern subscriptions -------------------------
 
     def _gate(
-        self, session: _Session, outbox: _Outbox, concrete: str, item: tuple[bytes, int, str]
+        self,
+        session: _Session,
+        outbox: _Outbox,
+        concrete: str | None,
+        item: tuple[bytes, int, str],
     ) -> bool:
         """Queue ``item`` of ``concrete`` on ``outbox`` if the authorizer allows it, or hold it
-        (and what follows) while an async authorizer answers; False when refused."""
+        (and what follows) while an async authorizer answers; False when refused. With
+        ``concrete`` None the item needs no answer, only its place behind held ones."""
         if outbox.held is None:
+            if concrete is None:
+                outbox.frames.append(item)
+                outbox.size += len(item[0])
+                return True
             allowed = self._allowed(session, concrete, item[2])
             if allowed is not None:
                 if allowed:
@@ -1035,7 +1076,8 @@ class Server:
         ):
             # Not here: publish is iterating the subscriptions a refusal would remove.
             assert self._loop is not None
-            self._loop.call_soon(self._held_overflow, outbox, concrete)
+            # Named by the topic whose answer holds everything up: the first one held.
+            self._loop.call_soon(self._held_overflow, outbox, outbox.held[0][1] or concrete)
         return True
 
     def _allowed(self, session: _Session, concrete: str, label: str) -> bool | None:
@@ -1091,7 +1133,7 @@ class Server:
         assert held is not None
         while held:
             item, concrete = held[0]
-            allowed = self._allowed(outbox.session, concrete, item[2])
+            allowed = True if concrete is None else self._allowed(outbox.session, concrete, item[2])
             if allowed is None:
                 return
             held.popleft()
@@ -1102,7 +1144,7 @@ class Server:
         outbox.held = None
         self._mark_dirty(outbox)
 
-    def _held_overflow(self, outbox: _Outbox, concrete: str) -> None:
+    def _held_overflow(self, outbox: _Outbox, concrete: str | None) -> None:
         session = outbox.session
         bound = self.limits.max_queued_bytes
         if session.closed or outbox.held is None or outbox.held_size <= bound:
@@ -1125,18 +1167,37 @@ class Server:
             session = outbox.session
             if session.closed:
                 continue
-            self._drain(outbox)
+            try:
+                self._drain(outbox)
+            except Exception as exc:
+                self._failed(session, exc)
+                continue
             touched.add(session)
         now = time.monotonic()
         for session in touched:
             if not session.closed:
                 session.last_write = now
-                session.protocol.transmit()
+                try:
+                    session.protocol.transmit()
+                except Exception as exc:
+                    self._failed(session, exc)
         end = time.perf_counter()
         observe = self.metrics.publish_write_latency.observe
         for started in self._publish_times:
             observe(end - started)
         self._publish_times.clear()
+
+    def _failed(self, session: _Session, exc: Exception) -> None:
+        """Serving one session raised: close it alone, so the flush goes on for the others."""
+        if session.closed:
+            return
+        logger.error("closing %s: serving it failed: %r", self._peer(session), exc, exc_info=exc)
+        # The session is dropped whatever state its QUIC connection is left in.
+        with contextlib.suppress(Exception):
+            session.conn.close(ErrorCode.UNKNOWN, "internal server error")
+            session.protocol.transmit()
+        self.metrics.protocol_errors.labels(reason=ErrorCode.UNKNOWN.name.lower()).inc()
+        self._drop(session)
 
     def _drain(self, outbox: _Outbox) -> None:
         session = outbox.session
@@ -1153,6 +1214,7 @@ class Server:
                     # The peer closed or reset it before we heard: forget this subscriber now.
                     logger.info("stream %d of %s is gone", outbox.stream_id, self._peer(session))
                     conn.close(ErrorCode.UNEXPECTED_STREAM, "subscription stream was reset")
+                    session.protocol.transmit()  # the flush transmits only live sessions
                     self._drop(session)
                     return
         if outbox.frames:
@@ -1225,12 +1287,27 @@ class Server:
         interval = self.limits.keepalive_interval
         while True:
             await asyncio.sleep(interval / 2)
-            now = time.monotonic()
-            for session in list(self._sessions):
-                if not session.closed and now - session.last_write >= interval:
+            # In a function of its own: a loop variable here would keep the last session
+            # (and its QUIC connection) alive across every sleep, long after it left.
+            self._ping_quiet(interval)
+
+    def _ping_quiet(self, interval: float) -> None:
+        now = time.monotonic()
+        for session in list(self._sessions):
+            if not session.closed and now - session.last_write >= interval:
+                try:
                     session.protocol.quic.send_ping(0)
-                    session.last_write = now
+                except Exception as exc:
+                    # qh3 raises when the connection closed before the event saying so was
+                    # handled: forget it now rather than end the loop for everyone.
+                    logger.info("connection %s is gone: %s", self._peer(session), exc)
+                    self._drop(session)
+                    continue
+                session.last_write = now
+                try:
                     session.protocol.transmit()
+                except Exception as exc:
+                    self._failed(session, exc)
 
 
 # The largest value of a QUIC variable-length integer (RFC 9000 section 16).

@@ -47,7 +47,7 @@ class VehiclePingParams(_msgspec.Struct, frozen=True, kw_only=True):
     """Parameters of topic ``fleet.{region}.vehicle.{vehicle_id}.ping``."""
 
     #: Region code, one topic segment.
-    region: _typing.Annotated[str, _msgspec.Meta(pattern="^[A-Za-z0-9_-]+$")]
+    region: _typing.Annotated[str, _msgspec.Meta(pattern="^[A-Za-z0-9_-]+\\Z")]
 
     #: The vehicle.
     vehicle_id: _uuid.UUID
