@@ -277,7 +277,11 @@ async def test_a_payload_nested_too_deeply_is_an_invalid_payload_and_receiving_g
     assert got == [after]
     ((code, data),) = errors
     assert code == ErrorCode.INVALID_PAYLOAD
-    assert data == {"topic": "chain", "data": deep, "reason": "payload nested deeper than 64 levels"}
+    assert data == {
+        "topic": "chain",
+        "data": deep,
+        "reason": "payload nested deeper than 64 levels",
+    }
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ from ..events import (
     UnsubscriptionAnswered,
     Welcomed,
 )
+from ._path import PathWatch
 from ._protocol import QsseProtocol
 
 __all__ = [
@@ -73,6 +74,9 @@ _STATUS_CODES = {
     SubscribeStatus.NOT_AVAILABLE: ErrorCode.TOPIC_NOT_AVAILABLE,
     SubscribeStatus.LIMIT_REACHED: ErrorCode.TOO_MANY_SUBSCRIPTIONS,
 }
+
+# RFC 9000 section 20.1: no path left to reach the peer on.
+NO_VIABLE_PATH = 0x10
 
 # Closing codes that another attempt cannot fix: retrying would only repeat them.
 _FATAL_CODES = frozenset(
@@ -132,6 +136,14 @@ class Client:
     :param last_event_ids: qsse/2 positions to resume from (topic -> last event id seen),
         e.g. :attr:`last_event_ids` saved by an earlier process.
     :param epoch: the history epoch ``last_event_ids`` belong to (:attr:`epoch`).
+    :param probe_interval: seconds without a datagram from the server after which the client
+        sends a PING, so that the server learns a new address (RFC 9000 section 9) and a dead
+        path is noticed; None: never (a quiet path then dies unnoticed until the idle timeout).
+        While the server sends no data the wait doubles after each answered probe, up to 16
+        intervals; data from the server resets it.
+    :param probe_timeout: seconds a probe may go unanswered before the path counts as dead
+        and the client moves to a new socket (:meth:`rebind`), and before a new socket that
+        hears nothing makes it reconnect instead.
     """
 
     def __init__(
@@ -151,6 +163,8 @@ class Client:
         protocols: Sequence[str] = (ALPN_QSSE2, ALPN_QSSE1),
         last_event_ids: Mapping[str, int] | None = None,
         epoch: int | None = None,
+        probe_interval: float | None = 1.0,
+        probe_timeout: float = 2.0,
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
         if not addresses:
@@ -178,6 +192,15 @@ class Client:
                 f"protocols must be taken from {[ALPN_QSSE2, ALPN_QSSE1]}, got {self.protocols}"
             )
         # qsse/2 resume state: the last event id seen per subscribed topic, in ``_epoch``.
+        if probe_interval is not None and not probe_interval > 0:
+            raise ConfigurationError(
+                f"probe_interval must be > 0 s or None, got {probe_interval!r}"
+            )
+        if not probe_timeout > 0:
+            raise ConfigurationError(f"probe_timeout must be > 0 s, got {probe_timeout!r}")
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self._path: PathWatch | None = None
         self._positions: dict[str, int] = dict(last_event_ids or {})
         self._epoch = epoch
         if self._positions and epoch is None:
@@ -388,6 +411,9 @@ class Client:
             assert isinstance(conn, QsseClientConnection | Qsse2ClientConnection)
             conn.close(code, reason)
             self._protocol.transmit()
+        if self._path is not None:
+            self._path.close()
+            self._path = None
         if self._transport is not None:
             self._transport.close()
         self._protocol = None
@@ -517,6 +543,61 @@ class Client:
         self._transport = transport
         self._lost = lost
         self._set_state(StateChange(ConnectionState.CONNECTED))
+        self._watch_path(protocol, transport, lost)
+
+    # -- network path -----------------------------------------------------------------------------
+
+    async def rebind(self) -> bool:
+        """Move the connection to a new local UDP socket, as after a change of network.
+
+        The client sends from the new socket with a new connection ID (RFC 9000 section 9.5)
+        and probes the server with a PING; the server validates the new path and carries on
+        sending there (section 9.3), with no new handshake and nothing to resume. State
+        changes: ``PROBING``, then ``MIGRATED``. When the server does not answer within
+        :attr:`probe_timeout` seconds (it no longer has the connection, or the network is
+        down), the connection counts as lost and the reconnect policy takes over (qsse/2
+        resumes where it stopped). The client also moves by itself when its socket reports an
+        error or a probe goes unanswered.
+
+        :returns: True when the server answered on the new socket; False when it did not.
+        :raises LocalProtocolError: when not connected.
+        """
+        if self._path is None:
+            raise LocalProtocolError("rebind() needs an open connection")
+        return await self._path.rebind("rebind requested")
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """The (host, port) of the UDP socket in use; None when not connected."""
+        return self._path.local_address if self._path is not None else None
+
+    @property
+    def migrations(self) -> int:
+        """Moves to a new socket that the server answered, on the current connection."""
+        return self._path.migrations if self._path is not None else 0
+
+    def _watch_path(
+        self,
+        protocol: QsseProtocol,
+        transport: asyncio.DatagramTransport,
+        lost: asyncio.Future[ConnectionClosed],
+    ) -> None:
+        def on_state(state: ConnectionState, reason: str) -> None:
+            self._set_state(StateChange(state, reason=reason))
+
+        def on_dead(reason: str) -> None:
+            # As if QUIC had closed it: the supervisor hangs up and reconnects.
+            if not lost.done():
+                lost.set_result(ConnectionClosed(NO_VIABLE_PATH, reason, application=False))
+
+        self._path = PathWatch(
+            protocol,
+            transport,
+            probe_interval=self.probe_interval,
+            probe_timeout=self.probe_timeout,
+            on_state=on_state,
+            on_dead=on_dead,
+        )
 
     def _connection(
         self, quic: QuicConnection, alpn: str | None

@@ -40,6 +40,7 @@ from .._quic import (
     QuicConfiguration,
     QuicConnection,
     QuicEvent,
+    path_address,
     send_backlog,
     server_backend,
 )
@@ -141,6 +142,7 @@ class _Session:
         "next_sub_id",
         "offer_timer",
         "outbox",
+        "path",
         "pending",
         "protocol",
         "requests",
@@ -166,6 +168,7 @@ class _Session:
         self.closed = False
         self.last_write = 0.0
         self.offer_timer: asyncio.TimerHandle | None = None
+        self.path: Any = path_address(protocol.quic)  # where the client is, seen last
         # Concrete topics reached through pattern subscriptions -> the authorizer's answer.
         self.authorized: dict[str, bool] = {}
         # Concrete topics whose answer an async authorizer has not given yet.
@@ -1277,11 +1280,21 @@ class Server:
             self.metrics.events_dropped.labels(topic=label, reason="slow_consumer").inc()
 
     def _on_datagram(self, session: _Session) -> None:
+        path = path_address(session.protocol.quic)
+        if path != session.path:
+            self._migrated(session, path)
         # Acknowledgements free window space. Waiting frames move on in the next flush, with
         # everything else, rather than in a write and a transmit per acknowledgement.
         if session.blocked and not session.closed:
             self._dirty.update(session.blocked)
             self._schedule_flush()
+
+    def _migrated(self, session: _Session, path: Any) -> None:
+        # The QUIC library already moved the connection to the client's new address; count
+        # it so operators see how often subscribers change networks.
+        logger.info("connection %s moved to %s", session.path, path)
+        session.path = path
+        self.metrics.path_migrations.labels(protocol=session.conn.alpn_protocol).inc()
 
     async def _keepalive_loop(self) -> None:
         interval = self.limits.keepalive_interval
