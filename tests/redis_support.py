@@ -3,6 +3,7 @@ file so a restart keeps the data (as a production Redis with persistence would).
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,10 @@ REDIS_SERVER = shutil.which("redis-server")
 class RedisProcess:
     def __init__(self, directory: Path, extra: dict[str, str] | None = None) -> None:
         if REDIS_SERVER is None:
-            pytest.skip("redis-server is not installed (Debian package redis-server)")
+            reason = "redis-server is not installed (Debian package redis-server)"
+            if os.environ.get("QSSE_REQUIRE_REDIS") == "1":
+                pytest.fail(f"Redis is required here: {reason}")
+            pytest.skip(reason)
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = self.dir / "redis.sock"
