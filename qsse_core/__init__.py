@@ -1,8 +1,10 @@
 """qsse: typed server-sent events over QUIC, wire-compatible with Go qsse."""
 
+from ._broker import Broker, BrokerListener, ReplicaHistory
 from ._codes import ErrorCode
 from ._config import Limits, ReconnectPolicy
 from ._exceptions import (
+    BrokerError,
     ConfigurationError,
     ConnectError,
     ConnectionClosedError,
@@ -23,13 +25,27 @@ from ._metrics import Metrics
 from ._quic import BACKEND as QUIC_BACKEND
 from ._state import ConnectionState, Gap, Message, StateChange
 from ._topics import is_pattern, topic_matches
-from .asyncio import Client, ErrorHandler, GapHandler, MessageHandler, Server, StateHandler
+from .asyncio import (
+    BrokerPublisher,
+    Client,
+    ErrorHandler,
+    GapHandler,
+    MemoryBroker,
+    MessageHandler,
+    RedisBroker,
+    Server,
+    StateHandler,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Authenticator",
     "Authorizer",
+    "Broker",
+    "BrokerError",
+    "BrokerListener",
+    "BrokerPublisher",
     "Client",
     "ConfigurationError",
     "ConnectError",
@@ -46,6 +62,7 @@ __all__ = [
     "HistoryStore",
     "Limits",
     "LocalProtocolError",
+    "MemoryBroker",
     "MemoryHistory",
     "Message",
     "MessageHandler",
@@ -55,7 +72,9 @@ __all__ = [
     "QUIC_BACKEND",
     "QsseError",
     "ReconnectPolicy",
+    "RedisBroker",
     "RemoteProtocolError",
+    "ReplicaHistory",
     "Server",
     "StateChange",
     "StateHandler",

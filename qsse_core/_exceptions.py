@@ -8,6 +8,7 @@ The hierarchy::
     │   └── RemoteProtocolError       by the peer: malformed or unexpected data
     ├── ValidationError               a typed payload failed its schema
     ├── ConfigurationError            invalid settings or topic declarations (also a ValueError)
+    ├── BrokerError                   the broker (Redis) did not store or deliver events
     └── ConnectError                  a client could not connect, or gave up
         ├── HandshakeError            the QUIC handshake was ended by a close
         │   ├── TLSError              a TLS alert: certificate refused, no common cipher...
@@ -28,6 +29,7 @@ from __future__ import annotations
 from ._codes import ErrorCode
 
 __all__ = [
+    "BrokerError",
     "ConfigurationError",
     "ConnectError",
     "ConnectionClosedError",
@@ -85,6 +87,14 @@ class ValidationError(QsseError):
 
 class ConfigurationError(QsseError, ValueError):
     """Settings or topic declarations that cannot work."""
+
+
+class BrokerError(QsseError):
+    """The broker could not take an event (unreachable, refused it, or lost the reply).
+
+    Nothing raised with it was reported stored; an event whose reply was lost may still have
+    been stored, so a retry can publish it twice.
+    """
 
 
 class ConnectError(QsseError):

@@ -103,6 +103,14 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self.path_migrations = Counter(
+            "path_migrations",
+            "Connections that moved to a new client address and kept going (RFC 9000"
+            " section 9: a network change or a NAT rebinding), per protocol.",
+            ["protocol"],
+            namespace=ns,
+            registry=reg,
+        )
         self.publish_write_latency = Histogram(
             "publish_write_latency_seconds",
             "Seconds from publish() to the event being written to the QUIC connections.",

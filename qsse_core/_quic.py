@@ -41,6 +41,7 @@ __all__ = [
     "client_backend",
     "grant_unidirectional_streams",
     "peer_idle_timeout",
+    "path_address",
     "send_backlog",
     "server_backend",
     "unidirectional_stream_credit",
@@ -331,3 +332,18 @@ def grant_unidirectional_streams(quic: QuicConnection, count: int) -> None:
 
     quic._create_core = create_core_with_limit  # type: ignore[attr-defined]
     quic._create_tls = create_tls_with_limit  # type: ignore[attr-defined]
+
+
+def path_address(quic: QuicConnection) -> Any:
+    """The address the connection sends to now: it changes when the peer migrates.
+
+    aioquic keeps the active path first in its list (RFC 9000 section 9.3: a server moves
+    to a client's new address on its first non-probing packet from there); qh3's core
+    reports it as ``(id, local, remote, ...)``. Asked of the object, so that it holds
+    whichever library made the connection.
+    """
+    paths: Any = getattr(quic, "_network_paths", None)
+    if paths is not None:
+        return paths[0].addr if paths else None
+    core: Any = getattr(quic, "_core", None)
+    return core.active_path[2] if core is not None else None

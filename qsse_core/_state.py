@@ -43,6 +43,13 @@ class ConnectionState(Enum):
 
     CONNECTING = "connecting"
     CONNECTED = "connected"
+    #: the path looked dead (a probe went unanswered, a socket error) or a rebind was asked
+    #: for: the connection moves to a new local socket and probes the server (RFC 9000
+    #: section 9). ``reason`` says why. Events keep flowing in if the old path still works.
+    PROBING = "probing"
+    #: the server answered on the new socket: the same connection goes on, with no handshake
+    #: and nothing to resume. ``reason`` says why it moved. A connected state, like CONNECTED.
+    MIGRATED = "migrated"
     LOST = "lost"
     RETRYING = "retrying"
     GAVE_UP = "gave_up"
@@ -59,7 +66,8 @@ class StateChange:
     attempt: int = 0
     #: seconds until the retry, for RETRYING.
     delay: float = 0.0
-    #: why, for LOST and GAVE_UP: the close code and reason or the dial error.
+    #: why, for LOST and GAVE_UP: the close code and reason or the dial error; for PROBING
+    #: and MIGRATED, why the connection moved.
     reason: str = ""
     #: the application close code, for LOST when the peer gave one.
     error_code: int | None = None

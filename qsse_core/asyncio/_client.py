@@ -52,6 +52,7 @@ from ..events import (
     UnsubscriptionAnswered,
     Welcomed,
 )
+from ._path import PathWatch
 from ._protocol import QsseProtocol
 
 __all__ = [
@@ -80,6 +81,8 @@ _STATUS_CODES = {
     SubscribeStatus.LIMIT_REACHED: ErrorCode.TOO_MANY_SUBSCRIPTIONS,
 }
 
+# RFC 9000 section 20.1: no path left to reach the peer on.
+NO_VIABLE_PATH = 0x10
 # Closing codes that are news to the state handler but no error.
 _QUIET_CODES = frozenset({ErrorCode.NO_ERROR, ErrorCode.GOING_AWAY})
 
@@ -107,7 +110,10 @@ class Client:
     handlers; ``async for message in client`` sees every event. Handlers may be sync or
     async; async ones run one after another in arrival order.
 
-    :param address: ``host:port`` of the server (``[::1]:4242`` for IPv6).
+    :param address: ``host:port`` of the server (``[::1]:4242`` for IPv6), or several, e.g.
+        the nodes of one deployment sharing a broker: when the connection to one is lost
+        or a dial fails, the client moves on to the next (round robin) and resumes there
+        from the same positions (``docs/scaling.md``).
     :param topics: the topics (or declared patterns) to subscribe to.
     :param token: the token the server's authenticator receives.
     :param insecure: skip certificate verification; needed for Go servers, whose
@@ -133,11 +139,19 @@ class Client:
     :param last_event_ids: qsse/2 positions to resume from (topic -> last event id seen),
         e.g. :attr:`last_event_ids` saved by an earlier process.
     :param epoch: the history epoch ``last_event_ids`` belong to (:attr:`epoch`).
+    :param probe_interval: seconds without a datagram from the server after which the client
+        sends a PING, so that the server learns a new address (RFC 9000 section 9) and a dead
+        path is noticed; None: never (a quiet path then dies unnoticed until the idle timeout).
+        While the server sends no data the wait doubles after each answered probe, up to 16
+        intervals; data from the server resets it.
+    :param probe_timeout: seconds a probe may go unanswered before the path counts as dead
+        and the client moves to a new socket (:meth:`rebind`), and before a new socket that
+        hears nothing makes it reconnect instead.
     """
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         topics: Sequence[str],
         *,
         token: str = "",
@@ -153,8 +167,17 @@ class Client:
         protocols: Sequence[str] = (ALPN_QSSE2, ALPN_QSSE1),
         last_event_ids: Mapping[str, int] | None = None,
         epoch: int | None = None,
+        probe_interval: float | None = 1.0,
+        probe_timeout: float = 2.0,
     ) -> None:
-        self.host, self.port = parse_address(address)
+        addresses = [address] if isinstance(address, str) else list(address)
+        if not addresses:
+            raise ConfigurationError("a client needs at least one address")
+        #: every ``(host, port)`` the client may dial, in order.
+        self.addresses = tuple(parse_address(a) for a in addresses)
+        self._address_index = 0
+        self._server_name = server_name
+        self.host, self.port = self.addresses[0]
         if isinstance(topics, str):
             raise ConfigurationError("topics must be a sequence of strings, not one string")
         self.topics = tuple(topics)
@@ -177,6 +200,15 @@ class Client:
                 f"protocols must be taken from {[ALPN_QSSE2, ALPN_QSSE1]}, got {self.protocols}"
             )
         # qsse/2 resume state: the last event id seen per subscribed topic, in ``_epoch``.
+        if probe_interval is not None and not probe_interval > 0:
+            raise ConfigurationError(
+                f"probe_interval must be > 0 s or None, got {probe_interval!r}"
+            )
+        if not probe_timeout > 0:
+            raise ConfigurationError(f"probe_timeout must be > 0 s, got {probe_timeout!r}")
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self._path: PathWatch | None = None
         self._positions: dict[str, int] = dict(last_event_ids or {})
         self._epoch = epoch
         if self._positions and epoch is None:
@@ -409,7 +441,10 @@ class Client:
         self._protocol = None
         self._transport = None
         if link is not None:
-            link.close(code, reason)
+            link.close(code, reason)  # sends the close on the socket in use
+        if self._path is not None:
+            self._path.close()
+            self._path = None
 
     async def _retry(self, attempt: int, exc: ConnectError) -> None:
         """Retry number ``attempt`` of an outage whose last attempt failed with ``exc``, and
@@ -429,7 +464,15 @@ class Client:
                 return
             except ConnectError as failed:
                 exc = failed
+                self._next_address()
                 attempt += 1
+
+    def _next_address(self) -> None:
+        # Several nodes: the one just lost (or refused) is likely gone; try the next one.
+        if len(self.addresses) > 1:
+            self._address_index = (self._address_index + 1) % len(self.addresses)
+            self.host, self.port = self.addresses[self._address_index]
+            self.server_name = self._server_name or self.host
 
     def _give_up(self, exc: ConnectError, attempt: int) -> None:
         self.error = exc
@@ -548,11 +591,67 @@ class Client:
         self._alpn = link.alpn
         self._set_state(StateChange(ConnectionState.CONNECTED))
         link.adopt(self._keepalive_interval())
+        assert link.transport is not None
+        self._watch_path(link.protocol, link.transport, link.lost)
 
     def _keepalive_interval(self) -> float:
         assert self._protocol is not None
         peer = peer_idle_timeout(self._protocol.quic)
         return keepalive_interval(self.idle_timeout, peer, self.keepalive_interval)
+
+    # -- network path -----------------------------------------------------------------------------
+
+    async def rebind(self) -> bool:
+        """Move the connection to a new local UDP socket, as after a change of network.
+
+        The client sends from the new socket with a new connection ID (RFC 9000 section 9.5)
+        and probes the server with a PING; the server validates the new path and carries on
+        sending there (section 9.3), with no new handshake and nothing to resume. State
+        changes: ``PROBING``, then ``MIGRATED``. When the server does not answer within
+        :attr:`probe_timeout` seconds (it no longer has the connection, or the network is
+        down), the connection counts as lost and the reconnect policy takes over (qsse/2
+        resumes where it stopped). The client also moves by itself when its socket reports an
+        error or a probe goes unanswered.
+
+        :returns: True when the server answered on the new socket; False when it did not.
+        :raises LocalProtocolError: when not connected.
+        """
+        if self._path is None:
+            raise LocalProtocolError("rebind() needs an open connection")
+        return await self._path.rebind("rebind requested")
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """The (host, port) of the UDP socket in use; None when not connected."""
+        return self._path.local_address if self._path is not None else None
+
+    @property
+    def migrations(self) -> int:
+        """Moves to a new socket that the server answered, on the current connection."""
+        return self._path.migrations if self._path is not None else 0
+
+    def _watch_path(
+        self,
+        protocol: QsseProtocol,
+        transport: asyncio.DatagramTransport,
+        lost: asyncio.Future[ConnectionClosed],
+    ) -> None:
+        def on_state(state: ConnectionState, reason: str) -> None:
+            self._set_state(StateChange(state, reason=reason))
+
+        def on_dead(reason: str) -> None:
+            # As if QUIC had closed it: the supervisor hangs up and reconnects.
+            if not lost.done():
+                lost.set_result(ConnectionClosed(NO_VIABLE_PATH, reason, application=False))
+
+        self._path = PathWatch(
+            protocol,
+            transport,
+            probe_interval=self.probe_interval,
+            probe_timeout=self.probe_timeout,
+            on_state=on_state,
+            on_dead=on_dead,
+        )
 
     def _connection(
         self, quic: QuicConnection, alpn: str | None
@@ -590,6 +689,7 @@ class Client:
             )
             # A connection that did not last counts as a failed retry of the same outage.
             attempt = self._attempt + 1 if lived < self.reconnect.stable_after else 1
+            self._next_address()
             try:
                 await self._retry(attempt, exc)
             except ConnectError:
@@ -779,8 +879,11 @@ class _ClientProtocol(QsseProtocol):
             self.stop(f"cannot send: {exc!r}")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # The socket a client moved off (rebind) closes while the connection goes on.
+        moved_off = self._transport is not None and not self._transport.is_closing()
         super().connection_lost(exc)
-        self.stop(f"UDP transport closed: {exc}" if exc is not None else "UDP transport closed")
+        if not moved_off:
+            self.stop(f"UDP transport closed: {exc}" if exc is not None else "UDP transport closed")
 
     def stop(self, reason: str) -> None:
         """Stop every timer of this connection and report why, once."""

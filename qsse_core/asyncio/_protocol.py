@@ -102,6 +102,8 @@ class QsseProtocol(asyncio.DatagramProtocol):
             self._sendto = self._transport.sendto
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            return  # the socket of a client before it moved (switch_transport)
         # The socket is gone: nothing more can be sent. The timers go on (sending nothing),
         # so the connection still ends and says so rather than hanging connected forever.
         self._transport = None
@@ -116,6 +118,12 @@ class QsseProtocol(asyncio.DatagramProtocol):
             self._timer.cancel()
             self._timer = None
         self._timer_at = None
+
+    def switch_transport(self, transport: asyncio.DatagramTransport) -> None:
+        """Send on ``transport`` from now on: a client moved to a new socket (RFC 9000
+        section 9). Datagrams the new socket hears must be passed to
+        :meth:`datagram_received`; closing the old socket then leaves the connection alone."""
+        self.connection_made(transport)
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
         if self._dialled is not None:
