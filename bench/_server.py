@@ -127,7 +127,7 @@ async def _main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.ERROR)
     certs = CertFiles(args.certfile, args.keyfile)
     topics = ["small", "big"] if args.workload == "hol" else ["bench"]
-    server = make_server(args.target, certs, topics, args.cc or None)
+    server = make_server(args.target, certs, topics, args.cc or None, args.redis or None)
     port = await server.start(args.host, 0)
     gc.collect()
     rss0 = rss_bytes()
@@ -174,6 +174,8 @@ def main() -> None:
     # Empty: the QUIC library's own congestion controller (qh3 refuses any name).
     parser.add_argument("--cc", default="")
     parser.add_argument("--n", type=int, default=1)
+    # A Redis URL: qsse publishes through a RedisBroker on it (bench.redis_scale).
+    parser.add_argument("--redis", default="")
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=1.0)

@@ -34,18 +34,29 @@ class QsseBench:
     """qsse's own :class:`~qsse_core.Server`; it serves qsse/1 and (once landed) qsse/2."""
 
     def __init__(
-        self, certs: CertFiles, topics: list[str], congestion_control: str | None = None
+        self,
+        certs: CertFiles,
+        topics: list[str],
+        congestion_control: str | None = None,
+        redis: str | None = None,
     ) -> None:
         self._certs = certs
         self._topics = topics
+        # A Redis URL: the server publishes through a RedisBroker and delivers its echo.
+        self._redis = redis
+        self._broker: Any = None
         # None: the backend's own controller (aioquic: reno; qh3 has a fixed one and refuses
         # any name).
         self._cc = congestion_control or None
         self.server: Any = None
 
     async def start(self, host: str, port: int) -> int:
-        from qsse_core import Limits, Server
+        from qsse_core import Limits, RedisBroker, Server
 
+        if self._redis is not None:
+            # A store of its own per run: nothing left over from an earlier run is replayed.
+            prefix = f"bench{time.time_ns()}"
+            self._broker = RedisBroker(self._redis, prefix=prefix, max_batch=1024)
         self.server = Server(
             self._topics,
             host=host,
@@ -63,6 +74,7 @@ class QsseBench:
                 offer_timeout=120.0,
             ),
             congestion_control=self._cc,
+            broker=self._broker,
         )
         await self.server.start()
         return int(self.server.port)
@@ -94,6 +106,9 @@ class QsseBench:
             if session.outbox is not None:
                 outboxes[id(session.outbox)] = session.outbox
             most = max(most, sum(o.size for o in outboxes.values()))
+        if self._broker is not None:
+            # Events still on their way to Redis and back: bounded like the outboxes.
+            most += self._broker.pending * 256
         return most
 
     async def close(self) -> None:
@@ -338,11 +353,15 @@ class WebsocketsBench:
 
 
 def make_server(
-    target: str, certs: CertFiles, topics: list[str], congestion_control: str | None = None
+    target: str,
+    certs: CertFiles,
+    topics: list[str],
+    congestion_control: str | None = None,
+    redis: str | None = None,
 ) -> BenchServer:
     """The server for ``target`` (see ``bench._targets.TARGETS``)."""
     if target.startswith("qsse/"):
-        return QsseBench(certs, topics, congestion_control)
+        return QsseBench(certs, topics, congestion_control, redis)
     if target == "raw-aioquic":
         return RawQuicBench(certs, "aioquic")
     if target == "raw-qh3":

@@ -11,10 +11,16 @@ Go's encoding/json writes a ``[]byte``)::
 
 An error is an event on the topic ``error`` whose data is the JSON ``{"code":2,"data":{...}}``.
 Both sides omit keys whose value is empty, as Go's ``omitempty`` does.
+
+Byte-level parity with Go's ``encoding/json``: offers are read as Go reads them (keys matched
+case-insensitively, the last match winning; ``null`` leaves a field empty; unknown keys
+ignored), and strings are written as Go writes them (``<``, ``>``, ``&``, U+2028 and U+2029
+escaped as ``\\u003c`` and so on).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,7 +65,12 @@ class _Error(msgspec.Struct):
 
 
 _encoder = msgspec.json.Encoder()
-_offer_decoder = msgspec.json.Decoder(Offer)
+# Offer keys stay undecoded until matched, so unknown keys cost no parsing (nor recursion).
+_offer_keys_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw] | None)
+_offer_field_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    "token": msgspec.json.Decoder(str | None),
+    "topics": msgspec.json.Decoder(list[str | None] | None),
+}
 _event_decoder = msgspec.json.Decoder(_Event)
 _error_decoder = msgspec.json.Decoder(_Error)
 
@@ -70,22 +81,73 @@ def encode_offer(token: str, topics: list[str]) -> bytes:
     :raises LocalProtocolError: if a string cannot be encoded as UTF-8 (lone surrogates).
     """
     try:
-        return _encoder.encode(Offer(token=token, topics=topics)) + b"\n"
+        encoded = _encoder.encode(Offer(token=token, topics=topics))
     except UnicodeEncodeError as exc:
         raise LocalProtocolError(f"offer is not valid UTF-8: {exc}") from exc
+    return _go_escape(token + "".join(topics), encoded) + b"\n"
 
 
 def decode_offer(line: bytes) -> Offer:
-    """Parse an offer line (without its newline).
+    """Parse an offer line (without its newline) as Go's ``encoding/json`` reads it into
+    Go qsse's offer struct.
 
-    :raises RemoteProtocolError: with code MALFORMED_OFFER, naming what is wrong (also for
-        JSON nested deeper than ``MAX_DEPTH``).
+    Keys match ``token`` and ``topics`` case-insensitively (``{"Topics":["a"]}``), the last
+    matching key winning; ``null`` leaves the field empty (``"token":null`` is no token, a
+    ``null`` topic is ``""``); other keys are ignored. Where Go would fail to decode, the
+    server closes the connection instead of staying silent as Go's does.
+
+    :raises RemoteProtocolError: with code MALFORMED_OFFER, naming what is wrong and where
+        (also for JSON nested deeper than ``MAX_DEPTH``).
     """
     _check_depth(line, "offer", ErrorCode.MALFORMED_OFFER)
     try:
-        return _offer_decoder.decode(line)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise RemoteProtocolError(f"malformed offer: {exc}", ErrorCode.MALFORMED_OFFER) from exc
+        fields = _offer_keys_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise _malformed_offer(exc, "") from exc
+    offer = Offer()
+    for key, raw in (fields or {}).items():  # a null offer is an empty one, as in Go
+        name = key if key in _offer_field_decoders else key.casefold()
+        decoder = _offer_field_decoders.get(name)
+        if decoder is None:
+            continue
+        try:
+            value = decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise _malformed_offer(exc, f".{key}") from exc
+        if name == "token":
+            if value is not None:
+                offer.token = value
+        else:
+            offer.topics = [t or "" for t in value] if value is not None else []
+    return offer
+
+
+def _malformed_offer(exc: msgspec.DecodeError, path: str) -> RemoteProtocolError:
+    # Null is taken as absent, so it goes unsaid; the path is the offer's, not the field's.
+    text = str(exc).replace(" | null`", "`")
+    if path:
+        text = text.replace("`$", f"`${path}", 1) if "`$" in text else f"{text} - at `${path}`"
+    return RemoteProtocolError(f"malformed offer: {text}", ErrorCode.MALFORMED_OFFER)
+
+
+# What Go's encoder escapes inside strings that JSON itself does not require escaping.
+_GO_ESCAPES = {
+    b"<": b"\\u003c",
+    b">": b"\\u003e",
+    b"&": b"\\u0026",
+    "\u2028".encode(): b"\\u2028",
+    "\u2029".encode(): b"\\u2029",
+}
+_GO_ESCAPED_TEXT = re.compile("[<>&\u2028\u2029]")
+_GO_ESCAPED_JSON = re.compile(b"|".join(re.escape(k) for k in _GO_ESCAPES))
+
+
+def _go_escape(text: str, encoded: bytes) -> bytes:
+    """``encoded`` (JSON holding ``text``) with Go's extra escapes; these characters can only
+    occur inside JSON strings, so replacing them anywhere is safe."""
+    if _GO_ESCAPED_TEXT.search(text) is None:
+        return encoded
+    return _GO_ESCAPED_JSON.sub(lambda m: _GO_ESCAPES[m.group()], encoded)
 
 
 def _check_depth(text: bytes, what: str, code: ErrorCode) -> None:
@@ -104,12 +166,13 @@ def encode_event(topic: str, data: bytes) -> bytes:
     except UnicodeEncodeError as exc:
         raise LocalProtocolError(f"topic {topic!r} is not valid UTF-8: {exc}") from exc
     buf += b"\n"
-    return bytes(buf)
+    return _go_escape(topic, bytes(buf))
 
 
 def encode_error(code: int, data: Mapping[str, Any]) -> bytes:
     """An error event line: Go nests the error's JSON as the base64 data of topic ``error``."""
-    return encode_event(ERROR_TOPIC, _encoder.encode(_Error(code=code, data=dict(data))))
+    error = _encoder.encode(_Error(code=code, data=dict(data)))
+    return encode_event(ERROR_TOPIC, _GO_ESCAPED_JSON.sub(lambda m: _GO_ESCAPES[m.group()], error))
 
 
 def decode_frame(line: bytes) -> EventReceived | ErrorReceived:

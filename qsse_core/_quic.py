@@ -41,6 +41,7 @@ __all__ = [
     "client_backend",
     "grant_unidirectional_streams",
     "initial_carries_crypto",
+    "peer_idle_timeout",
     "path_address",
     "send_backlog",
     "server_backend",
@@ -248,6 +249,18 @@ def send_backlog(quic: QuicConnection, stream_id: int) -> int:
         return 0
     sender = stream.sender
     return sender._buffer_stop - sender._buffer_start
+
+
+def peer_idle_timeout(quic: QuicConnection) -> float | None:
+    """The peer's ``max_idle_timeout`` transport parameter in seconds; None when it sent none
+    (or 0, which means none, RFC 9000 section 18.2) or the handshake has not told it yet."""
+    seconds: Any = getattr(quic, "_remote_max_idle_timeout", None)  # aioquic, in seconds
+    if seconds is None:
+        tls: Any = getattr(quic, "_tls", None)  # qh3 keeps the peer's parameters as sent
+        params: Any = getattr(tls, "remote_transport_parameters", None)
+        millis = getattr(params, "max_idle_timeout", None)
+        seconds = millis / 1000 if millis else None
+    return float(seconds) if seconds else None
 
 
 def _is_qh3(quic: QuicConnection) -> bool:

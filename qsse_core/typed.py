@@ -26,6 +26,7 @@ from typing import (
     ParamSpec,
     Protocol,
     TypeVar,
+    cast,
     final,
 )
 
@@ -40,7 +41,7 @@ from ._topics import topic_matches
 from ._validate import compile_check, compile_encode, explain, has_datetime
 
 if TYPE_CHECKING:
-    from . import Client, GapHandler, Message
+    from . import Broker, Client, GapHandler, Message
 
 __all__ = [
     "EventSink",
@@ -387,7 +388,9 @@ class TypedPublisher:
     Generated subclasses set :attr:`topics` and add one method per topic.
 
     :param server: a server declaring (at least) every topic of the schema, or any other
-        :class:`EventSink`.
+        :class:`EventSink`, or a :class:`~qsse_core.Broker` alone: a service then publishes
+        to the nodes of that broker without serving QUIC itself (through a
+        :class:`~qsse_core.BrokerPublisher` on the schema's topics; :meth:`flush` confirms).
     :param compact: also send qsse/2 subscribers MessagePack, smaller and cheaper to decode
         than JSON; qsse/1 subscribers (Go peers) keep getting JSON.
     :raises ConfigurationError: when the server does not declare one of the schema's topics.
@@ -398,7 +401,15 @@ class TypedPublisher:
     #: The schema's topics, set by the generated subclass.
     topics: ClassVar[tuple[Topic[Any, Any], ...]] = ()
 
-    def __init__(self, server: EventSink, *, compact: bool = False) -> None:
+    def __init__(self, server: EventSink | Broker, *, compact: bool = False) -> None:
+        sink: EventSink
+        if hasattr(server, "publish_nowait"):  # a broker alone: servers have no such method
+            from .asyncio import BrokerPublisher
+
+            sink = BrokerPublisher(cast("Broker", server), [t.pattern for t in self.topics])
+        else:
+            sink = server
+        server = sink
         missing = [
             topic.pattern
             for topic in self.topics
@@ -416,6 +427,16 @@ class TypedPublisher:
     def server(self) -> EventSink:
         """The server (or other sink) events are published on."""
         return self._server
+
+    async def flush(self) -> None:
+        """Wait until the broker has stored every event published so far: a remote broker
+        (Redis) only queues them; with the in-memory default this returns at once.
+
+        :raises BrokerError: naming how many events were not stored.
+        """
+        broker = getattr(self._server, "broker", None)
+        if broker is not None:
+            await broker.flush()
 
     def _publish(self, topic: Topic[P, E], event: E, params: P) -> int:
         if topic.deprecated is not None:

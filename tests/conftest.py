@@ -29,3 +29,14 @@ def pytest_asyncio_loop_factories(config, item):
 
         return {"uvloop": uvloop.new_event_loop}
     return {"asyncio": asyncio.new_event_loop}
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a unix socket in a temp dir, stopped after the test."""
+    from .redis_support import RedisProcess
+
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

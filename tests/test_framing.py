@@ -90,7 +90,11 @@ def test_decode_offer_golden():
         (b"hello", "malformed offer: JSON is malformed: invalid character (byte 0)"),
         (b"[1,2]", "malformed offer: Expected `object`, got `array`"),
         (b'{"token":5}', "malformed offer: Expected `str`, got `int` - at `$.token`"),
-        (b'{"topics":["a",3]}', "malformed offer: Expected `str`, got `int` - at `$.topics[1]`"),
+        (
+            b'{"Topics":["a",3]}',
+            "malformed offer: Expected `str`, got `int` - at `$.Topics[1]`",
+        ),
+        (b'{"topics":"a"}', "malformed offer: Expected `array`, got `str` - at `$.topics`"),
     ],
 )
 def test_malformed_offer_messages(line, message):
@@ -234,3 +238,40 @@ def test_typed_payloads_nested_past_the_depth_bound_are_a_value_error(msgpack):
         content_type = ContentType.JSON
     with pytest.raises(ValueError, match="nested deeper than 64 levels"):
         rides.RIDE_STATUS.decode(data, content_type)
+
+
+# -- byte-level parity with Go's encoding/json ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "token", "topics"),
+    [
+        (b'{"Topics":["a"]}', "", ["a"]),  # keys match case-insensitively
+        (b'{"TOKEN":"t","tOpIcS":["a","b"]}', "t", ["a", "b"]),
+        (b'{"topics":["a"],"token":null}', "", ["a"]),  # null leaves a field empty
+        (b'{"topics":null}', "", []),
+        (b'{"topics":["a",null]}', "", ["a", ""]),  # a null string element is ""
+        (b"null", "", []),  # null into a struct is a no-op
+        (b'{"token":"a","Token":"b"}', "b", []),  # the last matching key wins
+        (b'{"topics":["a"],"extra":{"deep":[[[[1]]]]}}', "", ["a"]),  # unknown keys ignored
+        (b'{"topics":["\\u003c\\u0026"]}', "", ["<&"]),
+    ],
+)
+def test_offers_are_read_as_gos_decoder_reads_them(line, token, topics):
+    offer = decode_offer(line)
+    assert (offer.token, offer.topics) == (token, topics)
+
+
+def test_strings_are_escaped_as_go_escapes_them():
+    # Go's json.Marshal escapes <, >, & and U+2028/U+2029 inside strings.
+    assert encode_event("a<b>&c\u2028\u2029", b"") == (
+        b'{"topic":"a\\u003cb\\u003e\\u0026c\\u2028\\u2029"}\n'
+    )
+    assert encode_offer("t&", ["<x>"]) == b'{"token":"t\\u0026","topics":["\\u003cx\\u003e"]}\n'
+    line = encode_error(ErrorCode.TOPIC_NOT_AVAILABLE, {"topic": "<x>"})
+    nested = base64.b64decode(json.loads(line)["data"])
+    assert nested == b'{"code":2,"data":{"topic":"\\u003cx\\u003e"}}'
+    # Plain topics take the fast path and are unchanged.
+    assert encode_event("ride.1", b"hi") == b'{"topic":"ride.1","data":"aGk="}\n'
+    for topic in ("a<b", "\u2028", "&&"):
+        assert decode_frame(encode_event(topic, b"x")[:-1]) == EventReceived(topic=topic, data=b"x")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import inspect
 import logging
 import random
 import socket
@@ -12,24 +15,27 @@ from types import TracebackType
 from typing import Any
 
 from .._codes import ErrorCode
-from .._config import ReconnectPolicy
+from .._config import ReconnectPolicy, check_keepalive, keepalive_interval
 from .._connection import QsseClientConnection
 from .._connection2 import SUBSCRIPTION_STREAMS, Qsse2ClientConnection
 from .._exceptions import (
     ConfigurationError,
     ConnectError,
     ConnectionClosedError,
+    HandshakeError,
     LocalProtocolError,
 )
 from .._framing import ALPN_QSSE1
 from .._framing2 import ALPN_QSSE2, SubscribeStatus
 from .._quic import (
+    ConnectionTerminated,
     HandshakeCompleted,
     QuicConfiguration,
     QuicConnection,
     QuicEvent,
     client_backend,
     grant_unidirectional_streams,
+    peer_idle_timeout,
 )
 from .._state import ConnectionState, Gap, Message, StateChange
 from .._topics import topic_matches, validate_pattern
@@ -77,16 +83,6 @@ _STATUS_CODES = {
 
 # RFC 9000 section 20.1: no path left to reach the peer on.
 NO_VIABLE_PATH = 0x10
-
-# Closing codes that another attempt cannot fix: retrying would only repeat them.
-_FATAL_CODES = frozenset(
-    {
-        ErrorCode.NOT_AUTHORIZED,
-        ErrorCode.MALFORMED_OFFER,
-        ErrorCode.OFFER_TOO_LARGE,
-        ErrorCode.UNEXPECTED_STREAM,
-    }
-)
 # Closing codes that are news to the state handler but no error.
 _QUIET_CODES = frozenset({ErrorCode.NO_ERROR, ErrorCode.GOING_AWAY})
 
@@ -114,7 +110,10 @@ class Client:
     handlers; ``async for message in client`` sees every event. Handlers may be sync or
     async; async ones run one after another in arrival order.
 
-    :param address: ``host:port`` of the server (``[::1]:4242`` for IPv6).
+    :param address: ``host:port`` of the server (``[::1]:4242`` for IPv6), or several, e.g.
+        the nodes of one deployment sharing a broker: when the connection to one is lost
+        or a dial fails, the client moves on to the next (round robin) and resumes there
+        from the same positions (``docs/scaling.md``).
     :param topics: the topics (or declared patterns) to subscribe to.
     :param token: the token the server's authenticator receives.
     :param insecure: skip certificate verification; needed for Go servers, whose
@@ -122,8 +121,15 @@ class Client:
     :param cafile: PEM file of CAs to trust instead of the system's.
     :param server_name: the name to verify the certificate against; the host by default.
     :param reconnect: retry policy for the first dial and for lost connections.
-    :param connect_timeout: seconds one dial may take.
-    :param idle_timeout: QUIC idle timeout in seconds.
+    :param connect_timeout: seconds one dial may take, every address of the host included.
+        Each address the host name resolves to is tried, IPv6 and IPv4 alternately, the
+        next one 250 ms after the last or as soon as it fails (RFC 8305).
+    :param idle_timeout: QUIC idle timeout in seconds; the connection uses the smaller of
+        this and the server's (RFC 9000 section 10.1).
+    :param keepalive_interval: seconds between the client's QUIC PINGs. None, the default,
+        derives it from the negotiated idle timeout (a third of it), so that a quiet topic
+        never idles out, whatever either side configured; a value is used only where it is
+        shorter, and must be shorter than ``idle_timeout``.
     :param max_frame_size: the longest frame accepted; longer ones are reported and skipped.
     :param queue_size: messages held for ``async for`` before new ones are dropped (and
         reported to the error handlers).
@@ -145,7 +151,7 @@ class Client:
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         topics: Sequence[str],
         *,
         token: str = "",
@@ -155,6 +161,7 @@ class Client:
         reconnect: ReconnectPolicy | None = None,
         connect_timeout: float = 10.0,
         idle_timeout: float = 30.0,
+        keepalive_interval: float | None = None,
         max_frame_size: int = 16 * 1024 * 1024,
         queue_size: int = 65536,
         protocols: Sequence[str] = (ALPN_QSSE2, ALPN_QSSE1),
@@ -163,7 +170,14 @@ class Client:
         probe_interval: float | None = 1.0,
         probe_timeout: float = 2.0,
     ) -> None:
-        self.host, self.port = parse_address(address)
+        addresses = [address] if isinstance(address, str) else list(address)
+        if not addresses:
+            raise ConfigurationError("a client needs at least one address")
+        #: every ``(host, port)`` the client may dial, in order.
+        self.addresses = tuple(parse_address(a) for a in addresses)
+        self._address_index = 0
+        self._server_name = server_name
+        self.host, self.port = self.addresses[0]
         if isinstance(topics, str):
             raise ConfigurationError("topics must be a sequence of strings, not one string")
         self.topics = tuple(topics)
@@ -173,7 +187,11 @@ class Client:
         self.server_name = server_name or self.host
         self.reconnect = reconnect or ReconnectPolicy()
         self.connect_timeout = connect_timeout
+        if not connect_timeout > 0:
+            raise ConfigurationError(f"connect_timeout must be positive, got {connect_timeout!r}")
+        check_keepalive("Client", idle_timeout, keepalive_interval)
         self.idle_timeout = idle_timeout
+        self.keepalive_interval = keepalive_interval
         self.max_frame_size = max_frame_size
         self.queue_size = queue_size
         self.protocols = tuple(protocols)
@@ -205,9 +223,13 @@ class Client:
         self._error_handlers: list[ErrorHandler] = []
         self._state_handlers: list[StateHandler] = []
         self._state = ConnectionState.CLOSED
+        self._link: _Link | None = None
         self._protocol: QsseProtocol | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._lost: asyncio.Future[ConnectionClosed] | None = None
+        # The retry that made the current connection (0: the first dial), and when.
+        self._attempt = 0
+        self._connected_at = 0.0
         self._supervisor: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
         self._closing = False
@@ -224,7 +246,12 @@ class Client:
     # -- registration -------------------------------------------------------------------------
 
     def on(self, pattern: str, handler: MessageHandler) -> None:
-        """Call ``handler`` for each event whose topic matches ``pattern``."""
+        """Call ``handler`` for each event whose topic matches ``pattern``.
+
+        Matching is Go qsse's (``path/filepath.Match``). Unlike Go's ``SetEventHandler``, which
+        keeps one handler per topic string, every handler registered is called: several parts
+        of a program may watch the same topic without knowing of each other.
+        """
         try:
             validate_pattern(pattern)
         except ValueError as exc:
@@ -232,7 +259,12 @@ class Client:
         self._handlers.append((pattern, handler))
 
     def on_message(self, handler: MessageHandler) -> None:
-        """Call ``handler`` for each event that no pattern handler matched."""
+        """Call ``handler`` for each event that no pattern handler matched.
+
+        This is Go's rule for the handler of ``SetMessageHandler``: an event goes to every
+        matching topic handler, and to the catch-all only when none matched (error events go
+        to the error handlers instead). Every catch-all registered is called.
+        """
         self._message_handlers.append(handler)
 
     def on_error(self, handler: ErrorHandler) -> None:
@@ -364,25 +396,34 @@ class Client:
     async def connect(self) -> None:
         """Connect and subscribe, retrying per the reconnect policy.
 
-        :raises ConnectError: when every allowed attempt failed.
+        :raises ConnectError: when every allowed attempt failed, or at once when an attempt
+            failed in a way no retry can fix (:attr:`ConnectError.retryable` false: a TLS,
+            ALPN or QUIC version failure, a refused token).
         """
         if self._supervisor is not None:
             raise ConfigurationError("connect() was already called")
         self._done.clear()
         self._closing = False
         self._set_state(StateChange(ConnectionState.CONNECTING))
-        await self._dial_retrying()
+        try:
+            await self._dial()
+        except ConnectError as exc:
+            await self._retry(1, exc)
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def close(self) -> None:
-        """Close the connection and stop reconnecting."""
+        """Close the connection and stop reconnecting. Never raises."""
         self._closing = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
-        self._hang_up(ErrorCode.NO_ERROR, "client closing")
+        try:
+            self._hang_up(ErrorCode.NO_ERROR, "client closing")
+        except Exception:  # a dead transport must not turn closing into an error
+            logger.debug("closing a dead connection", exc_info=True)
         if self._dispatcher is not None:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
+        await asyncio.sleep(0)  # lets the transport's close callback release the socket
         if self._state is not ConnectionState.GAVE_UP:
             self._set_state(StateChange(ConnectionState.CLOSED))
         self._finish()
@@ -396,35 +437,42 @@ class Client:
         self._wakeup.set()
 
     def _hang_up(self, code: int, reason: str) -> None:
-        if self._protocol is not None and self._protocol.qsse is not None:
-            conn = self._protocol.qsse
-            assert isinstance(conn, QsseClientConnection | Qsse2ClientConnection)
-            conn.close(code, reason)
-            self._protocol.transmit()
+        link, self._link = self._link, None
+        self._protocol = None
+        self._transport = None
+        if link is not None:
+            link.close(code, reason)  # sends the close on the socket in use
         if self._path is not None:
             self._path.close()
             self._path = None
-        if self._transport is not None:
-            self._transport.close()
-        self._protocol = None
-        self._transport = None
 
-    async def _dial_retrying(self) -> None:
-        attempt = 0
+    async def _retry(self, attempt: int, exc: ConnectError) -> None:
+        """Retry number ``attempt`` of an outage whose last attempt failed with ``exc``, and
+        the ones after it, until one connects or the policy gives up.
+
+        :raises ConnectError: the last failure, once the client gave up.
+        """
         while True:
+            if not exc.retryable or not self.reconnect.allows(attempt):
+                self._give_up(exc, attempt - 1)
+                raise exc
+            delay = self.reconnect.delay(attempt, random.random())
+            self._set_state(StateChange(ConnectionState.RETRYING, attempt, delay, reason=str(exc)))
+            await asyncio.sleep(delay)
             try:
-                await self._dial()
+                await self._dial(attempt)
                 return
-            except ConnectError as exc:
+            except ConnectError as failed:
+                exc = failed
+                self._next_address()
                 attempt += 1
-                if not self.reconnect.allows(attempt):
-                    self._give_up(exc, attempt - 1)
-                    raise
-                delay = self.reconnect.delay(attempt, random.random())
-                self._set_state(
-                    StateChange(ConnectionState.RETRYING, attempt, delay, reason=str(exc))
-                )
-                await asyncio.sleep(delay)
+
+    def _next_address(self) -> None:
+        # Several nodes: the one just lost (or refused) is likely gone; try the next one.
+        if len(self.addresses) > 1:
+            self._address_index = (self._address_index + 1) % len(self.addresses)
+            self.host, self.port = self.addresses[self._address_index]
+            self.server_name = self._server_name or self.host
 
     def _give_up(self, exc: ConnectError, attempt: int) -> None:
         self.error = exc
@@ -448,84 +496,108 @@ class Client:
                 raise ConfigurationError(f"cannot load CA file {self.cafile!r}: {exc}") from exc
         return config
 
-    async def _dial(self) -> None:
-        loop = asyncio.get_running_loop()
+    # -- dialling ------------------------------------------------------------------------------
+
+    async def _dial(self, attempt: int = 0) -> None:
+        """One attempt: every address the host resolves to, raced (RFC 8305).
+
+        :raises ConnectError: naming each address's failure.
+        """
+        where = f"{self.host}:{self.port}"
+        targets = await self._resolve()
+        config = self._configuration()
+        link = await self._race(targets, config, where)
+        self._adopt(link, attempt)
+
+    async def _resolve(self) -> list[tuple[int, Any]]:
+        """``(family, sockaddr)`` to try, in RFC 8305 section 4 order: as the resolver sorted
+        them (RFC 6724), then families alternated starting with IPv6."""
         try:
-            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+            infos = await _getaddrinfo(self.host, self.port)
         except OSError as exc:
             raise ConnectError(f"cannot resolve {self.host!r}: {exc}") from exc
-        family, _, _, _, addr = infos[0]
-        config = self._configuration()
-        quic = client_backend().connection(config)
-        # A qsse/2 server opens a stream per subscription: allow one for each we may ask for.
-        grant_unidirectional_streams(quic, max(SUBSCRIPTION_STREAMS, len(self._wanted)))
-        lost: asyncio.Future[ConnectionClosed] = loop.create_future()
-        failed: asyncio.Future[Exception] = loop.create_future()
+        by_family: dict[int, list[tuple[int, Any]]] = {}
+        seen: set[Any] = set()
+        for family, _, _, _, addr in infos:
+            if addr not in seen and family in (socket.AF_INET, socket.AF_INET6):
+                seen.add(addr)
+                by_family.setdefault(family, []).append((family, addr))
+        if not by_family:
+            raise ConnectError(f"cannot resolve {self.host!r}: no IPv4 or IPv6 address")
+        v6, v4 = by_family.get(socket.AF_INET6, []), by_family.get(socket.AF_INET, [])
+        ordered: list[tuple[int, Any]] = []
+        for i in range(max(len(v6), len(v4))):
+            ordered += v6[i : i + 1] + v4[i : i + 1]
+        return ordered
 
-        def on_event(event: QsseEvent) -> None:
-            if isinstance(event, ConnectionClosed):
-                if not lost.done():
-                    lost.set_result(event)
-            elif isinstance(event, HandshakeDone):
-                if isinstance(protocol.qsse, Qsse2ClientConnection):
-                    self._subscribe_all(protocol.qsse)  # pipelined right behind HELLO
-            else:
-                self._on_event(event)
+    async def _race(
+        self, targets: list[tuple[int, Any]], config: QuicConfiguration, where: str
+    ) -> _Link:
+        """Start a dial per address, the next one each :data:`STAGGER` seconds or as soon as
+        the one before fails (RFC 8305 section 5); the first established wins.
 
-        def on_error_received(exc: Exception) -> None:
-            if not failed.done():
-                failed.set_result(exc)
-
-        protocol = QsseProtocol(quic)
-
-        # Our own signal rather than the library's wait_connected(): aioquic marks itself
-        # connected only if someone was already waiting when the handshake completed, so a
-        # handshake that beats the waiter (as under uvloop) would never count as done.
-        handshake: asyncio.Future[None] = loop.create_future()
-
-        def on_quic_event(event: QuicEvent) -> None:
-            # The handshake picks the protocol; its connection sees the same event next.
-            if isinstance(event, HandshakeCompleted) and protocol.qsse is None:
-                protocol.qsse = self._connection(quic, event.alpn_protocol)
-                if not handshake.done():
-                    handshake.set_result(None)
-
-        protocol.on_quic_event = on_quic_event
-        protocol.on_qsse_event = on_event
-        protocol.on_error_received = on_error_received
-        # A connected socket, so the kernel reports ICMP "port unreachable" and a dial to a
-        # server that is down fails at once instead of waiting out the timeout.
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        :raises ConnectError: the one failure no other address could change (a handshake the
+            server answered with a close), or every address's failure.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        queue = list(targets)
+        running: dict[asyncio.Task[_Link], _Link] = {}
+        failures: list[str] = []
         try:
-            sock.setblocking(False)
-            sock.connect(addr)
-        except OSError as exc:
-            sock.close()
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
-        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
-        protocol.connect(addr)
-        where = f"{self.host}:{self.port}"
-        waiters: list[asyncio.Future[Any]] = [handshake, failed, lost]
-        done, _ = await asyncio.wait(
-            waiters, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if handshake not in done:
-            transport.close()
-            if lost.done():
-                closed = lost.result()
-                if closed.application:
-                    raise ConnectionClosedError(closed.error_code, closed.reason)
-                raise ConnectError(f"cannot connect to {where}: {closed.reason}")
-            if failed.done():
-                raise ConnectError(f"cannot connect to {where}: {failed.result()}")
-            raise ConnectError(
-                f"cannot connect to {where}: no handshake within {self.connect_timeout:g} s"
-            )
-        self._protocol = protocol
-        self._transport = transport
-        self._lost = lost
+            while queue or running:
+                if queue:
+                    family, addr = queue.pop(0)
+                    link = _Link(self, family, addr, config)
+                    running[asyncio.create_task(link.establish(deadline))] = link
+                wait = max(0.0, deadline - loop.time())
+                if queue:
+                    wait = min(wait, STAGGER)
+                done, _ = await asyncio.wait(
+                    running, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    spelled = running.pop(task).where
+                    exc = task.exception()
+                    if exc is None:
+                        return task.result()
+                    if isinstance(exc, HandshakeError | ConnectionClosedError):
+                        raise exc  # the server answered: another address would say the same
+                    if not isinstance(exc, ConnectError):
+                        raise exc
+                    failures.append(f"{spelled}: {exc}" if len(targets) > 1 else str(exc))
+                if not done and not queue and loop.time() >= deadline:
+                    break
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            for link in running.values():
+                link.close(ErrorCode.NO_ERROR, "")  # a task cancelled before it ran
+        for link in running.values():
+            failures.append(f"{link.where}: no handshake within {self.connect_timeout:g} s")
+        if len(targets) == 1 and failures:
+            raise ConnectError(f"cannot connect to {where}: {failures[0]}")
+        raise ConnectError(f"cannot connect to {where}: " + "; ".join(failures))
+
+    def _adopt(self, link: _Link, attempt: int) -> None:
+        """Make an established link the client's connection."""
+        self._link = link
+        self._protocol = link.protocol
+        self._transport = link.transport
+        self._lost = link.lost
+        self._attempt = attempt
+        self._connected_at = asyncio.get_running_loop().time()
+        self._alpn = link.alpn
         self._set_state(StateChange(ConnectionState.CONNECTED))
-        self._watch_path(protocol, transport, lost)
+        link.adopt(self._keepalive_interval())
+        assert link.transport is not None
+        self._watch_path(link.protocol, link.transport, link.lost)
+
+    def _keepalive_interval(self) -> float:
+        assert self._protocol is not None
+        peer = peer_idle_timeout(self._protocol.quic)
+        return keepalive_interval(self.idle_timeout, peer, self.keepalive_interval)
 
     # -- network path -----------------------------------------------------------------------------
 
@@ -584,7 +656,6 @@ class Client:
     def _connection(
         self, quic: QuicConnection, alpn: str | None
     ) -> QsseClientConnection | Qsse2ClientConnection:
-        self._alpn = alpn
         if alpn == ALPN_QSSE2:
             return Qsse2ClientConnection(quic, token=self.token, max_frame_size=self.max_frame_size)
         return QsseClientConnection(
@@ -600,26 +671,27 @@ class Client:
             self._requests[request_id] = (topic, None)
 
     async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._closing:
             assert self._lost is not None
             closed = await self._lost
+            lived = loop.time() - self._connected_at
             self._hang_up(ErrorCode.NO_ERROR, "")
             code = closed.error_code if closed.application else None
             reason = f"{_code_name(code)}: {closed.reason}" if code is not None else closed.reason
             self._set_state(StateChange(ConnectionState.LOST, reason=reason, error_code=code))
             if code is not None and code not in _QUIET_CODES:
                 self.emit_error(code, {"reason": closed.reason})
-            if code in _FATAL_CODES or not self.reconnect.retry:
-                assert code is not None or not self.reconnect.retry
-                self._give_up(
-                    ConnectionClosedError(code, closed.reason)
-                    if code is not None
-                    else ConnectError(f"connection lost: {closed.reason}"),
-                    0,
-                )
-                return
+            exc = (
+                ConnectionClosedError(code, closed.reason)
+                if code is not None
+                else ConnectError(f"connection lost: {closed.reason}")
+            )
+            # A connection that did not last counts as a failed retry of the same outage.
+            attempt = self._attempt + 1 if lived < self.reconnect.stable_after else 1
+            self._next_address()
             try:
-                await self._dial_retrying()
+                await self._retry(attempt, exc)
             except ConnectError:
                 return
 
@@ -720,7 +792,7 @@ class Client:
         except Exception:
             logger.exception("qsse handler %r raised", handler)
             return
-        if result is not None:
+        if inspect.isawaitable(result):  # what a sync handler returns is ignored
             self._pending_calls.append(result)
             if self._dispatcher is None:
                 self._dispatcher = asyncio.create_task(self._dispatch())
@@ -756,3 +828,290 @@ def _code_name(code: int | None) -> str:
         return ErrorCode(code).name
     except ValueError:
         return str(code)
+
+
+#: Seconds between starting dials to successive addresses (RFC 8305 section 5 recommends 250 ms).
+STAGGER = 0.25
+#: Receive buffer asked for the client's socket, in bytes (the kernel caps it at its
+#: ``net.core.rmem_max``): while the event loop is blocked, datagrams wait there, and once it
+#: is full the newest are dropped, among them the close that would say why the server left.
+RECEIVE_BUFFER = 4 * 1024 * 1024
+#: The smallest QUIC receive window the client advertises, in bytes, however small the
+#: socket buffer: below it throughput would suffer more than a lost close costs.
+MIN_WINDOW = 256 * 1024
+
+
+async def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
+    """The resolver the client uses: the event loop's ``getaddrinfo`` for UDP."""
+    loop = asyncio.get_running_loop()
+    return await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+
+
+def _spell(addr: Any) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _ClientProtocol(QsseProtocol):
+    """A client's QUIC protocol that notices when its socket is gone.
+
+    QUIC sends from its timers; once the transport is closed (or ``sendto`` raises, as
+    uvloop's does on a closing transport), nothing more can be sent and the connection
+    would hang as it was, CONNECTED. Here the first sign of a dead transport stops the
+    timer and reports once through :attr:`on_transport_lost`, so the client reconnects.
+    """
+
+    def __init__(self, quic: QuicConnection) -> None:
+        super().__init__(quic)
+        self.dead = False
+        self.on_transport_lost: Callable[[str], None] = lambda reason: None
+
+    def transmit(self) -> None:
+        if self.dead:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self.stop("UDP transport closed")
+            return
+        try:
+            super().transmit()
+        except Exception as exc:
+            self.stop(f"cannot send: {exc!r}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The socket a client moved off (rebind) closes while the connection goes on.
+        moved_off = self._transport is not None and not self._transport.is_closing()
+        super().connection_lost(exc)
+        if not moved_off:
+            self.stop(f"UDP transport closed: {exc}" if exc is not None else "UDP transport closed")
+
+    def stop(self, reason: str) -> None:
+        """Stop every timer of this connection and report why, once."""
+        if self.dead:
+            return
+        self.dead = True
+        self.abort()
+        self.on_transport_lost(reason)
+
+
+class _Link:
+    """One QUIC connection of a client to one address, from dial to close.
+
+    Until the client adopts it, the qsse events it produces are held back, so that a dial
+    that loses a race (or fails after the handshake) leaves no trace in the client.
+    """
+
+    def __init__(
+        self, client: Client, family: int, addr: Any, configuration: QuicConfiguration
+    ) -> None:
+        self.client = client
+        self.family = family
+        self.addr = addr
+        self.where = _spell(addr)
+        self.configuration = configuration
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.quic = client_backend().connection(self._windows(configuration))
+        # A qsse/2 server opens a stream per subscription: allow one for each we may ask for.
+        grant_unidirectional_streams(self.quic, max(SUBSCRIPTION_STREAMS, len(client._wanted)))
+        self.protocol = _ClientProtocol(self.quic)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.alpn: str | None = None
+        loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[ConnectionClosed] = loop.create_future()
+        self._handshake: asyncio.Future[None] = loop.create_future()
+        self._failed: asyncio.Future[ConnectError] = loop.create_future()
+        self._held: list[QsseEvent] | None = []
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._keepalive_every = 0.0
+        self._closed = False
+        self.protocol.on_quic_event = self._quic_event
+        self.protocol.on_qsse_event = self._qsse_event
+        self.protocol.on_error_received = self._error_received
+        self.protocol.on_transport_lost = self._transport_lost
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _quic_event(self, event: QuicEvent) -> None:
+        if self.protocol.qsse is not None:
+            return
+        if isinstance(event, HandshakeCompleted):
+            # The handshake picks the protocol; its connection sees the same event next.
+            # This is our own signal rather than the library's wait_connected(): aioquic marks
+            # itself connected only if someone was already waiting when the handshake
+            # completed, which a handshake can beat (as under uvloop).
+            self.alpn = event.alpn_protocol
+            self.protocol.qsse = self.client._connection(self.quic, event.alpn_protocol)
+            if not self._handshake.done():
+                self._handshake.set_result(None)
+        elif isinstance(event, ConnectionTerminated):
+            # Nothing else listens before the handshake completes: this is the only place the
+            # reason for a refused handshake (ALPN, certificate, version) can be read.
+            if event.reason_phrase == "Idle timeout":  # our own timer, not the server
+                self._fail(ConnectError("no handshake before the idle timeout"))
+            else:
+                code, reason = event.error_code, event.reason_phrase
+                self._fail(HandshakeError.from_close(code, reason, self.where))
+
+    def _qsse_event(self, event: QsseEvent) -> None:
+        if isinstance(event, ConnectionClosed):
+            if not self.lost.done():
+                self.lost.set_result(event)
+            self._stop_keepalive()
+            return
+        if isinstance(event, HandshakeDone):
+            if isinstance(self.protocol.qsse, Qsse2ClientConnection):
+                self.client._subscribe_all(self.protocol.qsse)  # pipelined right behind HELLO
+            return
+        if self._held is not None:
+            self._held.append(event)
+        else:
+            self.client._on_event(event)
+
+    def _error_received(self, exc: Exception) -> None:
+        # An ICMP error (port unreachable) fails a dial at once instead of at its timeout.
+        if not self._handshake.done():
+            self._fail(ConnectError(str(exc) or type(exc).__name__))
+        elif isinstance(exc, ConnectionRefusedError):
+            # Later, nothing listens on the server's port any more: whatever comes back
+            # there cannot know this connection, so waiting for the idle timeout is pointless.
+            self.protocol.stop(f"server port closed: {exc}")
+
+    def _transport_lost(self, reason: str) -> None:
+        self._stop_keepalive()
+        self._fail(ConnectError(reason))
+        if not self.lost.done():
+            self.lost.set_result(ConnectionClosed(error_code=0, reason=reason, application=False))
+
+    def _fail(self, exc: ConnectError) -> None:
+        if not self._failed.done():
+            self._failed.set_result(exc)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def establish(self, deadline: float) -> _Link:
+        """Dial, and wait for the handshake.
+
+        A server that refuses the session after it (a token, its connection limit) closes
+        the connection later: the client counts that as a failed attempt when it comes
+        within :attr:`ReconnectPolicy.stable_after`.
+
+        :raises ConnectError: naming why it failed; the link is closed by then.
+        """
+        try:
+            await self._open()
+            waiters: list[asyncio.Future[Any]] = [self._handshake, self._failed, self.lost]
+            timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if self._handshake.done() and not self.lost.done():
+                return self
+            raise self._failure()
+        except BaseException:
+            self.close(ErrorCode.NO_ERROR, "")
+            raise
+
+    def _windows(self, configuration: QuicConfiguration) -> QuicConfiguration:
+        """The configuration with receive windows the socket's buffer can hold.
+
+        While the event loop is blocked, whatever the server sends waits in the socket's
+        receive buffer; flow control bounds it by these windows. Past the buffer the kernel
+        drops datagrams, the server's CONNECTION_CLOSE among them, and the client would
+        learn of a SLOW_CONSUMER close only as an idle timeout. Each datagram costs the
+        kernel about twice its payload, hence half the buffer.
+        """
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        try:
+            held = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+        except OSError:
+            return configuration
+        window = max(held, MIN_WINDOW)
+        return dataclasses.replace(
+            configuration,
+            max_data=min(configuration.max_data, window),
+            max_stream_data=min(configuration.max_stream_data, window),
+        )
+
+    async def _open(self) -> None:
+        # A connected socket, so the kernel reports ICMP "port unreachable" and a dial to a
+        # server that is down fails at once instead of waiting out the timeout.
+        sock = self.sock
+        try:
+            sock.setblocking(False)
+            sock.connect(self.addr)
+        except OSError as exc:
+            sock.close()
+            raise ConnectError(str(exc)) from exc
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: self.protocol, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        self.transport = transport
+        self.protocol.connect(self.addr)
+
+    def _failure(self) -> ConnectError:
+        if self._failed.done():
+            return self._failed.result()
+        if self.lost.done():
+            closed = self.lost.result()
+            if closed.application:
+                return ConnectionClosedError(closed.error_code, closed.reason)
+            return ConnectError(closed.reason)
+        return ConnectError(f"no handshake within {self.client.connect_timeout:g} s")
+
+    def adopt(self, keepalive: float) -> None:
+        """Hand held events to the client, once ``connect()`` has returned, and start sending
+        keep-alive PINGs."""
+        loop = asyncio.get_running_loop()
+        # Soon rather than now: handlers registered right after connect() returns see the
+        # events (error events of refused topics, say) that came with the handshake.
+        loop.call_soon(self._release)
+        if self.lost.done():
+            return
+        self._keepalive_every = keepalive
+        self._keepalive = loop.call_later(keepalive, self._ping)
+
+    def _release(self) -> None:
+        held, self._held = self._held or [], None  # later events go straight to the client
+        for event in held:
+            self.client._on_event(event)
+
+    def _ping(self) -> None:
+        # Unconditional: a PING every third of the idle timeout costs a packet or two, and
+        # received events say nothing about whether the server still hears from us.
+        self._keepalive = None
+        if self.protocol.dead or self.lost.done():
+            return
+        self.quic.send_ping(0)
+        self.protocol.transmit()
+        if not self.protocol.dead:
+            loop = asyncio.get_running_loop()
+            self._keepalive = loop.call_later(self._keepalive_every, self._ping)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close if the connection is still open, then release socket and timers."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_keepalive()
+        protocol = self.protocol
+        if not protocol.dead and self.transport is not None:
+            conn = protocol.qsse
+            with contextlib.suppress(Exception):  # already closed by the library
+                if isinstance(conn, QsseClientConnection | Qsse2ClientConnection):
+                    conn.close(code, reason)
+                else:
+                    self.quic.close(error_code=code, reason_phrase=reason)
+            protocol.transmit()
+        protocol.on_transport_lost = lambda reason: None
+        protocol.stop("closed")
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            self.sock.close()

@@ -203,14 +203,18 @@ async def listen(
     backend: QuicBackend,
     configuration: QuicConfiguration,
     create_protocol: Callable[[QuicConnection], QsseProtocol],
+    reuse_port: bool = False,
 ) -> ServerEndpoint:
     """Bind a UDP socket to ``host:port`` and serve QUIC on it.
 
+    :param reuse_port: set ``SO_REUSEPORT``, so several processes share the port (Linux).
     :raises OSError: when the address cannot be bound.
     """
     loop = asyncio.get_running_loop()
     endpoint = ServerEndpoint(backend, configuration, create_protocol)
-    transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, local_addr=(host, port))
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: endpoint, local_addr=(host, port), reuse_port=reuse_port or None
+    )
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:

@@ -13,10 +13,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
+from .._broker import Broker
 from .._codes import ErrorCode
-from .._config import Limits
+from .._config import Limits, keepalive_interval
 from .._connection import QsseServerConnection
 from .._connection2 import Qsse2ServerConnection
 from .._exceptions import ConfigurationError, LocalProtocolError
@@ -30,7 +32,7 @@ from .._framing2 import (
     encode_control,
     encode_event_frame,
 )
-from .._history import HistoryStore, MemoryHistory
+from .._history import HistoryStore, MemoryHistory, StoredEvent
 from .._hooks import Authenticator, Authorizer, allow_all_tokens, allow_all_topics, resolve
 from .._metrics import Metrics
 from .._quic import (
@@ -39,6 +41,7 @@ from .._quic import (
     QuicConnection,
     QuicEvent,
     path_address,
+    peer_idle_timeout,
     send_backlog,
     server_backend,
 )
@@ -53,12 +56,17 @@ from ..events import (
     SubscribeRequested,
     UnsubscribeRequested,
 )
+from ._broker import MemoryBroker
 from ._endpoint import ServerEndpoint, listen
 from ._protocol import QsseProtocol, format_address
 
 __all__ = ["Server"]
 
 logger = logging.getLogger("qsse.server")
+
+# qsse/1 subscribers of events that came through a broker in MessagePack get JSON.
+_MSGPACK = msgspec.msgpack.Decoder()
+_JSON = msgspec.json.Encoder()
 
 # Why a subscriber missed events, as told in its gap notice.
 _DROPPED, _EVICTED, _EPOCH, _UNISSUED = range(4)
@@ -175,6 +183,24 @@ class _Session:
         return send_backlog(self.protocol.quic, outbox.stream_id)
 
 
+class _BrokerFeed:
+    """The server's :class:`~qsse_core.BrokerListener`, kept off its public surface."""
+
+    __slots__ = ("server",)
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def on_event(self, label: str, event: StoredEvent) -> None:
+        self.server._broker_event(label, event)
+
+    def on_gap(self, label: str, first_id: int, last_id: int) -> None:
+        self.server._broker_gap(label, first_id, last_id)
+
+    def on_epoch(self, epoch: int) -> None:
+        self.server._broker_epoch(epoch)
+
+
 class Server:
     """A qsse server: declared topics, ``publish()``, authentication hooks, history and limits.
 
@@ -201,6 +227,13 @@ class Server:
     :param history: where recent events are kept for qsse/2 resume; a
         :class:`MemoryHistory` by default. Pass the same store to a restarted server so its
         clients resume without loss.
+    :param broker: what carries events between servers (nodes) and keeps their shared
+        history, e.g. :class:`~qsse_core.RedisBroker`; a :class:`~qsse_core.MemoryBroker` on
+        ``history`` by default (give one or the other). The server starts it with itself, and
+        receives every node's events from it. With a remote broker, :meth:`publish` queues
+        the event (see there) and :meth:`publish_confirmed` waits until it is stored.
+    :param reuse_port: listen with ``SO_REUSEPORT`` so several processes share one port
+        (Linux), as ``qsse serve --workers N`` does; see ``docs/scaling.md``.
     :param registry: Prometheus registry for :attr:`metrics`; a fresh one by default.
     :param metrics_namespace: prefix of every metric name.
     :param congestion_control: QUIC congestion control algorithm (aioquic: ``reno`` or
@@ -224,6 +257,8 @@ class Server:
         keyfile: str | None = None,
         limits: Limits | None = None,
         history: HistoryStore | None = None,
+        broker: Broker | None = None,
+        reuse_port: bool = False,
         registry: CollectorRegistry | None = None,
         metrics_namespace: str = "qsse",
         congestion_control: str | None = None,
@@ -253,7 +288,13 @@ class Server:
         self.authenticator: Authenticator = authenticator or allow_all_tokens
         self.authorizer: Authorizer = authorizer or allow_all_topics
         self.limits = limits or Limits()
-        self.history: HistoryStore = history if history is not None else MemoryHistory()
+        if broker is not None and history is not None:
+            raise ConfigurationError("give a history or a broker (which holds one), not both")
+        #: carries events between nodes; :attr:`history` is its history.
+        self.broker: Broker = broker or MemoryBroker(history or MemoryHistory())
+        self.history: HistoryStore = self.broker.history
+        self._feed = _BrokerFeed(self)
+        self._reuse_port = reuse_port
         self.metrics = Metrics(registry, metrics_namespace)
         self.metrics.prepare(self._table.declared)
         self._certfile = certfile
@@ -265,6 +306,9 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: set[_Session] = set()
         self._keepalive: asyncio.Task[None] | None = None
+        # Seconds the keep-alive loop sleeps, and its wake-up: a peer needing PINGs sooner.
+        self._keepalive_tick = 0.0
+        self._keepalive_waiter: asyncio.Future[None] | None = None
         # Routing: subscription topic -> subscriptions (one entry per subscription).
         self._subs: dict[str, list[_Subscription]] = {}
         # Pattern subscription topics -> their matcher, compiled once per topic subscribed.
@@ -368,20 +412,31 @@ class Server:
         return config
 
     async def start(self) -> None:
-        """Start listening."""
+        """Start the broker, then listen.
+
+        :raises BrokerError: when the broker cannot be reached.
+        :raises ConfigurationError: when the address cannot be bound.
+        """
         if self._endpoint is not None:
             raise LocalProtocolError("the server is already started")
         self._loop = asyncio.get_running_loop()
         self._closing = False
+        configuration = self._configuration()
+        # The broker first: a node that cannot reach it does not take clients.
+        await self.broker.start(self._table.declared)
+        self.broker.add_listener(self._feed)
         try:
             self._endpoint = await listen(
                 self.host,
                 self._requested_port,
                 self._backend,
-                self._configuration(),
+                configuration,
                 self._create_protocol,
+                reuse_port=self._reuse_port,
             )
         except OSError as exc:
+            self.broker.remove_listener(self._feed)
+            await self.broker.close()
             raise ConfigurationError(
                 f"cannot listen on {self.host}:{self._requested_port}: {exc}"
             ) from exc
@@ -412,6 +467,8 @@ class Server:
             self._flush_handle = None
         self._endpoint.close()
         self._endpoint = None
+        self.broker.remove_listener(self._feed)
+        await self.broker.close()
         # Let the transport's close callback run before the caller rebinds the port.
         await asyncio.sleep(0)
 
@@ -450,6 +507,10 @@ class Server:
         self.metrics.connections.labels(protocol=conn.alpn_protocol).inc()
         protocol.on_qsse_event = lambda ev: self._session_event(session, ev)
         protocol.on_datagram = lambda: self._on_datagram(session)
+        limits = self.limits
+        peer_idle = peer_idle_timeout(protocol.quic)
+        if keepalive_interval(limits.idle_timeout, peer_idle) / 2 < self._keepalive_tick:
+            _wake(self._keepalive_waiter)
         assert self._loop is not None
         session.offer_timer = self._loop.call_later(
             self.limits.offer_timeout, self._offer_timed_out, session
@@ -604,6 +665,9 @@ class Server:
             reason = f"connection holds its maximum of {self.limits.max_subscriptions}"
         elif not await self._authorize(session, topic, label):
             status, reason = SubscribeStatus.NOT_AUTHORIZED, "not authorized"
+        if status == SubscribeStatus.OK and request.last_id is not None and self.broker.remote:
+            # Another node may have issued the position: let the broker's history catch up.
+            await self.broker.sync(request.last_id)
         if session.closed:
             return
         if status == SubscribeStatus.OK and conn.stream_credit <= 0:
@@ -782,10 +846,16 @@ class Server:
         Everything is checked before any state changes, so an event that could not be sent
         is never kept in the history.
 
+        With a remote :attr:`broker` (Redis) the event is only queued for it, in call order:
+        it reaches subscribers, this node's as every node's, once the broker has stored and
+        fanned it out, and this returns 0. Whether it was stored is told by
+        ``await server.broker.flush()`` (or use :meth:`publish_confirmed`).
+
         :returns: the number of subscriptions the event was queued for (events held for an
             async authorizer's answer count; connections refused the topic do not).
         :raises LocalProtocolError: if ``topic`` matches no declared topic or cannot be
             encoded as UTF-8, or the server is not running.
+        :raises BrokerError: with a remote broker known to be unreachable (nothing queued).
         :raises TypeError: if ``topic`` is not a str, or ``data`` (or the compact payload) is
             not bytes-like.
         :raises ValueError: if a content type is not an int from 0 to 2**62 - 1.
@@ -814,69 +884,155 @@ class Server:
             raise LocalProtocolError(
                 f"topic {topic!r} matches no declared topic (declared: {list(self.topics)})"
             )
-        check = self.authorizer is not allow_all_topics
+        broker, feed = self.broker, self._feed
         now = time.time()
         queued = 0
         for concrete, label in targets:
             self.metrics.published_child(label).inc()
-            event_id = self.history.append(label, concrete, v2_data, v2_type, now)
-            routes = self._route_cache.get(concrete)
-            if routes is None:
-                routes = self._routes(concrete)
-            if not routes:
-                self.metrics.events_dropped.labels(topic=label, reason="no_subscribers").inc()
-                continue
-            # Encoded at most once per protocol, and one queue entry shared by every
-            # subscriber: the loop below allocates nothing per subscriber.
-            v1_item: tuple[bytes, int, str] | None = None
-            v2_item: tuple[bytes, int, str] | None = None
-            v1_size = v2_size = 0
-            dirty = self._dirty
-            count = 0
-            for route in routes:
-                subs = self._subs[route]
-                count += len(subs)
-                # A pattern subscription reaches topics the authorizer never saw: ask it.
-                gated = check and route != concrete
-                for sub in subs:
-                    outbox = sub.outbox
-                    if outbox.v2:
-                        if v2_item is None:
-                            frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
-                            v2_item, v2_size = (frame, event_id, label), len(frame)
-                        if outbox.held is not None or (
-                            gated and sub.session.authorized.get(concrete) is not True
-                        ):
-                            # Held events go first, even before one this route may see.
-                            asked = concrete if gated else None
-                            if not self._gate(sub.session, outbox, asked, v2_item):
-                                count -= 1
-                                continue
-                        else:
-                            outbox.frames.append(v2_item)
-                            outbox.size += v2_size
+            event_id = broker.publish_nowait(label, concrete, v2_data, v2_type, now, feed)
+            if event_id:
+                queued += self._deliver(label, concrete, event_id, v2_type, v2_data, data)
+            # else a remote broker queued it: it comes back through _BrokerFeed, as on every
+            # node, once stored.
+        return queued
+
+    async def publish_confirmed(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        content_type: int = ContentType.JSON,
+        compact: tuple[int, bytes] | None = None,
+    ) -> list[int]:
+        """Like :meth:`publish`, but wait until the broker has stored the event.
+
+        With a remote broker the event reaches subscribers (of this node too) once stored;
+        qsse/1 subscribers of a MessagePack event get it transcoded to JSON.
+
+        :returns: the id of the event on each declared topic it was published on.
+        :raises BrokerError: when the broker did not store it (nothing was reported sent).
+        :raises LocalProtocolError: as :meth:`publish`.
+        """
+        if not self.broker.remote:
+            before = self.history.last_id
+            self.publish(topic, data, content_type=content_type, compact=compact)
+            return list(range(before + 1, self.history.last_id + 1))
+        if self._loop is None or self._closing:
+            raise LocalProtocolError("publish_confirmed() on a server that is not running")
+        v2_type, v2_data = (content_type, data) if compact is None else compact
+        v2_data = _payload("compact" if compact else "data", v2_data)
+        _check_content_type(v2_type)
+        try:
+            targets = self._table.publish_targets(topic)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        if not targets:
+            raise LocalProtocolError(
+                f"topic {topic!r} matches no declared topic (declared: {list(self.topics)})"
+            )
+        ids = []
+        for concrete, label in targets:
+            self.metrics.published_child(label).inc()
+            ids.append(await self.broker.publish(label, concrete, v2_data, v2_type))
+        return ids
+
+    def _broker_event(self, label: str, event: StoredEvent) -> None:
+        """An event another node (or this one, through a remote broker) published."""
+        data = event.data
+        if event.content_type == ContentType.MSGPACK:
+            # qsse/1 peers (Go) read JSON: the broker carries only the qsse/2 form.
+            with contextlib.suppress(msgspec.DecodeError, TypeError, ValueError):
+                data = _JSON.encode(_MSGPACK.decode(event.data))
+        self._deliver(label, event.topic, event.id, event.content_type, event.data, data)
+
+    def _broker_gap(self, label: str, first_id: int, last_id: int) -> None:
+        """Events of ``label`` left the broker's history before this node received them."""
+        for subs in self._subs.values():
+            for sub in subs:
+                if sub.label == label or topic_matches(sub.topic, label):
+                    span = sub.outbox.gaps.setdefault(label, [first_id, last_id, _EVICTED])
+                    span[1] = max(span[1], last_id)
+                    self._mark_dirty(sub.outbox)
+
+    def _broker_epoch(self, epoch: int) -> None:
+        """The broker's history started over: qsse/2 positions mean nothing any more.
+
+        Each qsse/2 connection is closed with GOING_AWAY; its client reconnects and resumes
+        with its old epoch, and is told its gap explicitly.
+        """
+        for session in list(self._sessions):
+            if session.v2 and not session.closed:
+                session.conn.close(ErrorCode.GOING_AWAY, "the history started over")
+                session.protocol.transmit()
+                self._drop(session)
+
+    def _deliver(
+        self,
+        label: str,
+        concrete: str,
+        event_id: int,
+        v2_type: int,
+        v2_data: bytes,
+        data: bytes,
+    ) -> int:
+        """Queue event ``event_id`` for every matching subscription; return how many."""
+        check = self.authorizer is not allow_all_topics
+        routes = self._route_cache.get(concrete)
+        if routes is None:
+            routes = self._routes(concrete)
+        if not routes:
+            self.metrics.events_dropped.labels(topic=label, reason="no_subscribers").inc()
+            return 0
+        # Encoded at most once per protocol, and one queue entry shared by every
+        # subscriber: the loop below allocates nothing per subscriber.
+        v1_item: tuple[bytes, int, str] | None = None
+        v2_item: tuple[bytes, int, str] | None = None
+        v1_size = v2_size = 0
+        dirty = self._dirty
+        count = 0
+        for route in routes:
+            subs = self._subs[route]
+            count += len(subs)
+            # A pattern subscription reaches topics the authorizer never saw: ask it.
+            gated = check and route != concrete
+            for sub in subs:
+                outbox = sub.outbox
+                if outbox.v2:
+                    if v2_item is None:
+                        frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
+                        v2_item, v2_size = (frame, event_id, label), len(frame)
+                    if outbox.held is not None or (
+                        gated and sub.session.authorized.get(concrete) is not True
+                    ):
+                        # Held events go first, even before one this route may see.
+                        asked = concrete if gated else None
+                        if not self._gate(sub.session, outbox, asked, v2_item):
+                            count -= 1
+                            continue
                     else:
-                        if v1_item is None:
-                            frame = encode_event(concrete, data)
-                            v1_item, v1_size = (frame, event_id, label), len(frame)
-                        if outbox.held is not None or (
-                            gated and sub.session.authorized.get(concrete) is not True
-                        ):
-                            # Held events go first, even before one this route may see.
-                            asked = concrete if gated else None
-                            if not self._gate(sub.session, outbox, asked, v1_item):
-                                count -= 1
-                                continue
-                        else:
-                            outbox.frames.append(v1_item)
-                            outbox.size += v1_size
-                    dirty.add(outbox)
-            self.metrics.delivered_child(label).inc(count)
-            queued += count
-        if queued:
+                        outbox.frames.append(v2_item)
+                        outbox.size += v2_size
+                else:
+                    if v1_item is None:
+                        frame = encode_event(concrete, data)
+                        v1_item, v1_size = (frame, event_id, label), len(frame)
+                    if outbox.held is not None or (
+                        gated and sub.session.authorized.get(concrete) is not True
+                    ):
+                        # Held events go first, even before one this route may see.
+                        asked = concrete if gated else None
+                        if not self._gate(sub.session, outbox, asked, v1_item):
+                            count -= 1
+                            continue
+                    else:
+                        outbox.frames.append(v1_item)
+                        outbox.size += v1_size
+                dirty.add(outbox)
+        self.metrics.delivered_child(label).inc(count)
+        if count:
             self._publish_times.append(time.perf_counter())
             self._schedule_flush()
-        return queued
+        return count
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None and self._loop is not None:
@@ -1149,16 +1305,33 @@ class Server:
         self.metrics.path_migrations.labels(protocol=session.conn.alpn_protocol).inc()
 
     async def _keepalive_loop(self) -> None:
-        interval = self.limits.keepalive_interval
+        # Each connection's interval follows the idle timeout negotiated with its peer, which
+        # may be far shorter than ours; the loop wakes at half the shortest one, or sooner
+        # when a new peer needs it (see _attach).
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval / 2)
-            # In a function of its own: a loop variable here would keep the last session
-            # (and its QUIC connection) alive across every sleep, long after it left.
-            self._ping_quiet(interval)
+            self._keepalive_tick = max(self._ping_quiet() / 2, 0.01)
+            self._keepalive_waiter = waiter = loop.create_future()
+            timer = loop.call_later(self._keepalive_tick, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
 
-    def _ping_quiet(self, interval: float) -> None:
+    def _ping_quiet(self) -> float:
+        """PING each connection quiet for its keep-alive interval; return the shortest one."""
+        # In a function of its own: a loop variable in the loop above would keep the last
+        # session (and its QUIC connection) alive across every sleep, long after it left.
+        limits = self.limits
+        shortest = keepalive_interval(limits.idle_timeout, None, limits.keepalive_interval)
         now = time.monotonic()
         for session in list(self._sessions):
+            interval = keepalive_interval(
+                limits.idle_timeout,
+                peer_idle_timeout(session.protocol.quic),
+                limits.keepalive_interval,
+            )
+            shortest = min(shortest, interval)
             if not session.closed and now - session.last_write >= interval:
                 try:
                     session.protocol.quic.send_ping(0)
@@ -1173,6 +1346,7 @@ class Server:
                     session.protocol.transmit()
                 except Exception as exc:
                     self._failed(session, exc)
+        return shortest
 
 
 # The largest value of a QUIC variable-length integer (RFC 9000 section 16).
@@ -1192,3 +1366,8 @@ def _check_content_type(content_type: object) -> None:
         raise ValueError(
             f"content_type must be an int from 0 to 2**62 - 1 (a QUIC varint), got {content_type!r}"
         )
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
