@@ -81,6 +81,8 @@ class _Compiler:
         self.functions: dict[type, str] = {}
         #: (name, body lines) of each function, the root last.
         self.sources: list[tuple[str, list[str]]] = []
+        #: Out-of-line checks of an int given for a float, by bounds (name, body lines).
+        self.int_floats: dict[tuple[str, str], tuple[str, list[str]]] = {}
         self.counter = 0
 
     def constant(self, value: object, prefix: str) -> str:
@@ -208,14 +210,22 @@ class _Compiler:
                 upper = ("<", _literal(info.lt))
             if info.le is not None:
                 upper = ("<=", _literal(info.le))
-            low, high = f"{lower[0]} {lower[1]}", f"{upper[0]} {upper[1]}"
+            above, below = f"{lower[0]} {lower[1]}", f"{upper[0]} {upper[1]}"
             # An int is compared as the float subscribers decode it to: 2**60 - 1 < 2.0**60
             # holds, but it arrives as 2.0**60, which does not.
-            return (
-                f"type({var}) is float and {var} {low} and {var} {high} or type({var}) is int "
-                f"and {INT64_MIN} <= {var} <= {INT64_MAX} and float({var}) {low} "
-                f"and float({var}) {high}"
-            )
+            # That rarer case is a call, out of line: the common path stays short, with no
+            # long jumps (EXTENDED_ARG) over code it never runs.
+            helper = self.int_floats.get((above, below))
+            if helper is None:
+                helper = (
+                    f"int_float_{len(self.int_floats)}",
+                    [
+                        f"    return type(v) is int and {INT64_MIN} <= v <= {INT64_MAX} "
+                        f"and float(v) {above} and float(v) {below}"
+                    ],
+                )
+                self.int_floats[above, below] = helper
+            return f"type({var}) is float and {var} {above} and {var} {below} or {helper[0]}({var})"
         if isinstance(info, mi.BoolType):
             # Two identity tests, no call: True and False are the only bools.
             return f"{var} is True or {var} is False"
@@ -320,6 +330,7 @@ def _build(cls: type[msgspec.Struct], fuse: tuple[Any, Any, Any] | None) -> Any:
     root = compiler.function(info)
     namespace: dict[str, Any] = dict(compiler.names)
     names = [*compiler.names, *_BUILTINS]
+    helpers = list(compiler.int_floats.values())
     functions = list(compiler.sources)
     if fuse is not None:
         # The root function was written last; its copy fails and succeeds differently.
@@ -345,7 +356,7 @@ def _build(cls: type[msgspec.Struct], fuse: tuple[Any, Any, Any] | None) -> Any:
     # Every name is a parameter of one factory, so the checks read them as closure cells,
     # as fast as locals, with nothing to fill in per call.
     lines = [f"def _factory({', '.join(names)}):"]
-    for name, body in functions:
+    for name, body in [*helpers, *functions]:
         args = "v, topic" if name == "encode_event" else "v"
         lines += [f"    def {name}({args}):", *(f"    {line}" for line in body)]
     lines.append(f"    return {root}")
