@@ -77,11 +77,14 @@ class _Compiler:
             "_date": datetime.date,
             "_UUID": uuid.UUID,
             "_Decimal": decimal.Decimal,
-            "_INF": _INF,
         }
         self.functions: dict[type, str] = {}
         #: (name, body lines) of each function, the root last.
         self.sources: list[tuple[str, list[str]]] = []
+        #: Out-of-line checks of an int given for a float, by bounds (name, body lines).
+        self.int_floats: dict[tuple[str, str], tuple[str, list[str]]] = {}
+        #: Writing the fast path: floats must be floats (see _build).
+        self.fast = False
         self.counter = 0
 
     def constant(self, value: object, prefix: str) -> str:
@@ -103,7 +106,8 @@ class _Compiler:
         self, info: mi.StructType, var: str, depth: int, stack: tuple[type, ...]
     ) -> list[str]:
         """Statements checking the record in ``var``: its class, then one combined
-        condition over its scalar fields (fewer jumps), then its containers and records."""
+        condition over its scalar fields and scalar-only records (fewer jumps, no stores),
+        then its containers and other records."""
         pad = "    " * depth
         conditions = [f"type({var}) is {self.constant(info.cls, 'T')}"]
         loads: list[str] = []
@@ -113,29 +117,41 @@ class _Compiler:
             # b of its field a one variable, and check one value in place of the other.
             self.counter += 1
             inner = f"f{self.counter}_{field.name}"
-            condition = self.simple(field.type, inner)
+            condition = self.simple(field.type, inner, (*stack, info.cls))
             if condition is not None:
-                # The first use of the field loads it, once the record's type is known.
-                first = condition.index(inner)
-                condition = (
-                    f"{condition[:first]}({inner} := {var}.{field.name})"
-                    f"{condition[first + len(inner) :]}"
-                )
-                conditions.append(f"({condition})")
+                conditions.append(f"({_load_first(condition, inner, var, field.name)})")
             else:
                 loads.append(f"{pad}{inner} = {var}.{field.name}")
                 nested.extend(self.statements(field.type, inner, depth, (*stack, info.cls)))
         return [f"{pad}if not ({' and '.join(conditions)}): return False", *loads, *nested]
 
-    def simple(self, info: mi.Type, var: str) -> str | None:
-        """The condition for a scalar or enum, optional or not; None for anything else."""
+    def inline(self, info: mi.StructType, var: str, stack: tuple[type, ...]) -> str | None:
+        """One condition for a record whose fields are all scalars or such records (a
+        ``Location`` of two floats), so that it joins its parent's condition; None otherwise."""
+        if info.cls in stack or len(stack) > 6:
+            return None
+        conditions = [f"type({var}) is {self.constant(info.cls, 'T')}"]
+        for field in info.fields:
+            self.counter += 1
+            inner = f"f{self.counter}_{field.name}"
+            condition = self.simple(field.type, inner, (*stack, info.cls))
+            if condition is None:
+                return None
+            conditions.append(f"({_load_first(condition, inner, var, field.name)})")
+        return " and ".join(conditions)
+
+    def simple(self, info: mi.Type, var: str, stack: tuple[type, ...]) -> str | None:
+        """The condition for a scalar, an enum or a scalar-only record, optional or not;
+        None for anything else."""
         if isinstance(info, mi.UnionType):
             others = [t for t in info.types if not isinstance(t, mi.NoneType)]
             if len(others) == 1 and len(others) < len(info.types):
-                inner = self.simple(others[0], var)
+                inner = self.simple(others[0], var, stack)
                 return None if inner is None else f"{var} is None or {inner}"
             return None
-        if isinstance(info, mi.StructType | mi.ListType | mi.DictType):
+        if isinstance(info, mi.StructType):
+            return self.inline(info, var, stack)
+        if isinstance(info, mi.ListType | mi.DictType):
             return None
         return self.condition(info, var)
 
@@ -180,27 +196,43 @@ class _Compiler:
     def condition(self, info: mi.Type, var: str) -> str:
         if isinstance(info, mi.IntType):
             low, high = _int_range(info)
-            return f"type({var}) is int and {low} <= {var} <= {high}"
+            return f"type({var}) is int and {var} >= {low} and {var} <= {high}"
         if isinstance(info, mi.FloatType):
-            # Floats first: the common case is one type test and one chained comparison,
-            # which also refuses NaN (it compares false). An int may stand for a float.
-            lower, upper = "-_INF <", "< _INF"
+            # Floats first: the common case is one type test and two comparisons, which
+            # also refuse NaN (it compares false) and the infinities. Two plain comparisons,
+            # not a chained one: each is followed by a jump, so CPython (3.11+) specialises
+            # it for floats, and a float bounds check costs about half as much.
+            # An int may stand for a float.
+            lower, upper = (">", _literal(-_INF)), ("<", _literal(_INF))
             if info.gt is not None:
-                lower = f"{info.gt!r} <"
+                lower = (">", _literal(info.gt))
             if info.ge is not None:
-                lower = f"{info.ge!r} <="
+                lower = (">=", _literal(info.ge))
             if info.lt is not None:
-                upper = f"< {info.lt!r}"
+                upper = ("<", _literal(info.lt))
             if info.le is not None:
-                upper = f"<= {info.le!r}"
+                upper = ("<=", _literal(info.le))
+            above, below = f"{lower[0]} {lower[1]}", f"{upper[0]} {upper[1]}"
             # An int is compared as the float subscribers decode it to: 2**60 - 1 < 2.0**60
             # holds, but it arrives as 2.0**60, which does not.
-            return (
-                f"type({var}) is float and {lower} {var} {upper} or type({var}) is int "
-                f"and {INT64_MIN} <= {var} <= {INT64_MAX} and {lower} float({var}) {upper}"
-            )
+            # That rarer case is a call, out of line: the common path stays short, with no
+            # long jumps (EXTENDED_ARG) over code it never runs.
+            if self.fast:
+                return f"type({var}) is float and {var} {above} and {var} {below}"
+            helper = self.int_floats.get((above, below))
+            if helper is None:
+                helper = (
+                    f"int_float_{len(self.int_floats)}",
+                    [
+                        f"    return type(v) is int and {INT64_MIN} <= v <= {INT64_MAX} "
+                        f"and float(v) {above} and float(v) {below}"
+                    ],
+                )
+                self.int_floats[above, below] = helper
+            return f"type({var}) is float and {var} {above} and {var} {below} or {helper[0]}({var})"
         if isinstance(info, mi.BoolType):
-            return f"type({var}) is bool"
+            # Two identity tests, no call: True and False are the only bools.
+            return f"{var} is True or {var} is False"
         if isinstance(info, mi.StrType):
             text = f"type({var}) is str and ({var}.isascii() or _utf8({var}))"
             text += self.length(info, var).replace(" or ", " and not ")
@@ -232,6 +264,22 @@ class _Compiler:
                 f"and {var}._value_ in {self.constant(values, 'V')}"
             )
         raise TypeError(f"unsupported type {info!r}")
+
+
+def _load_first(condition: str, name: str, var: str, field: str) -> str:
+    """``condition`` with its first use of ``name`` loading it from ``var.field``: each field
+    is read once, after its record's type is known."""
+    first = condition.index(name)
+    return f"{condition[:first]}({name} := {var}.{field}){condition[first + len(name) :]}"
+
+
+def _literal(bound: float) -> str:
+    """Source for a bound: ``1e999`` is the literal for infinity (a constant, no lookup)."""
+    if bound == _INF:
+        return "1e999"
+    if bound == -_INF:
+        return "-1e999"
+    return repr(bound)
 
 
 def _int_range(info: mi.IntType) -> tuple[int, int]:
@@ -284,35 +332,48 @@ def _build(cls: type[msgspec.Struct], fuse: tuple[Any, Any, Any] | None) -> Any:
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
     root = compiler.function(info)
+    fast: list[str] = []
+    if fuse is not None:
+        # The fused encode first tries a narrower check, the same but with every float
+        # field holding a float (no alternative for an int in its place): fewer jumps on
+        # the path nearly every event takes. Anything it does not accept goes to the full
+        # check, which alone decides, so what is accepted does not change.
+        compiler.fast = True
+        fast = compiler.record(info, "v", 1, (info.cls,))
+        compiler.fast = False
     namespace: dict[str, Any] = dict(compiler.names)
     names = [*compiler.names, *_BUILTINS]
+    helpers = list(compiler.int_floats.values())
     functions = list(compiler.sources)
     if fuse is not None:
-        # The root function was written last; its copy fails and succeeds differently.
+        # The root function was written last; its copies fail and succeed differently.
         namespace["_encode"], namespace["_refuse"], namespace["_failed"] = fuse
         names += ["_encode", "_refuse", "_failed"]
-        # A record made to contain itself (force_setattr) recurses without end: refuse it.
-        checks = [
-            "    " + line.replace(": return False", ": return _refuse(v, topic)")
-            for line in functions[-1][1][:-1]
-        ]
-        body = [
-            "    try:",
-            *checks,
-            "    except RecursionError as exc:",
-            "        return _failed(topic, exc)",
-            "    try:",
-            "        return _encode(v)",
-            "    except Exception as exc:",
-            "        return _failed(topic, exc)",
-        ]
-        functions.append(("encode_event", body))
+
+        def fused(checks: list[str], failure: str) -> list[str]:
+            return [
+                "    try:",
+                *(
+                    "    " + line.replace(": return False", f": return {failure}")
+                    for line in checks
+                ),
+                # A record made to contain itself (force_setattr) recurses without end.
+                "    except RecursionError as exc:",
+                "        return _failed(topic, exc)",
+                "    try:",
+                "        return _encode(v)",
+                "    except Exception as exc:",
+                "        return _failed(topic, exc)",
+            ]
+
+        functions.append(("encode_checked", fused(functions[-1][1][:-1], "_refuse(v, topic)")))
+        functions.append(("encode_event", fused(fast, "encode_checked(v, topic)")))
         root = "encode_event"
     # Every name is a parameter of one factory, so the checks read them as closure cells,
     # as fast as locals, with nothing to fill in per call.
     lines = [f"def _factory({', '.join(names)}):"]
-    for name, body in functions:
-        args = "v, topic" if name == "encode_event" else "v"
+    for name, body in [*helpers, *functions]:
+        args = "v, topic" if name.startswith("encode_") else "v"
         lines += [f"    def {name}({args}):", *(f"    {line}" for line in body)]
     lines.append(f"    return {root}")
     exec("\n".join(lines), namespace)

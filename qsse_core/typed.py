@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
+import keyword
 import re
+import string
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import (
@@ -165,6 +167,25 @@ class _ParamValues(dict[str, str]):
         return str(getattr(self._params, key))
 
 
+def _compile_format(template: str) -> Callable[[object], str]:
+    """``params -> concrete topic``, exactly ``template.format_map(_ParamValues(params))``
+    but as one generated concatenation (``"ride." + str(p.ride_id) + ".status"``): no view
+    object and no ``__missing__`` call per placeholder on every publish."""
+    pieces: list[str] = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        if literal:
+            pieces.append(repr(literal))
+        if field is None:
+            continue
+        if spec or conversion or not field.isidentifier() or keyword.iskeyword(field):
+            return lambda params: template.format_map(_ParamValues(params))
+        pieces.append(f"str(p.{field})")
+    namespace: dict[str, Any] = {}
+    exec(f"def format_topic(p, str=str):\n    return {' + '.join(pieces) or repr('')}", namespace)
+    formatter: Callable[[object], str] = namespace["format_topic"]
+    return formatter
+
+
 @final
 class Topic(Generic[P, E]):
     """One topic of a schema: its wire template, event type and parameter type.
@@ -185,6 +206,7 @@ class Topic(Generic[P, E]):
         "_check_params",
         "_compact_builtins",
         "_decoder",
+        "_format",
         "_msgpack_decoder",
         "_params_type",
         "_regex",
@@ -220,6 +242,7 @@ class Topic(Generic[P, E]):
         self._check = compile_check(event)
         self.encode = compile_encode(event, _ENCODER.encode, self._refuse, _cannot_encode)
         self._check_params = None if params is None else compile_check(params)  # type: ignore[arg-type]
+        self._format = _compile_format(template)
         # MessagePack's timestamp keeps the instant but not the UTC offset: datetimes go as
         # RFC 3339 strings, as in JSON, so both encodings decode to the same value.
         self._compact_builtins = has_datetime(event)
@@ -260,7 +283,7 @@ class Topic(Generic[P, E]):
             path, reason = explain(self._params_type, params) or ("$", "invalid parameters")  # type: ignore[arg-type]
             name = path.removeprefix("$").lstrip(".")
             raise ValidationError(self.template, f"{{{name}}}", reason)
-        return self.template.format_map(_ParamValues(params))
+        return self._format(params)
 
     def parse(self, topic: str) -> P:
         """The parameters a concrete topic carries; the inverse of :meth:`topic`.
@@ -289,7 +312,7 @@ class Topic(Generic[P, E]):
             path, reason = explain(self._params_type, params) or ("$", "invalid parameters")  # type: ignore[arg-type]
             name = path.removeprefix("$").lstrip(".")
             raise ValueError(f"{reason} - at `{{{name}}}` of topic {topic!r}")
-        canonical = self.template.format_map(_ParamValues(params))
+        canonical = self._format(params)
         if canonical != topic:
             raise ValueError(f"Expected topic {canonical!r}, as publishers write it, got {topic!r}")
         return params

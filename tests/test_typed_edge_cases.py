@@ -332,3 +332,21 @@ async def test_a_topic_publishers_would_not_write_is_an_invalid_payload() -> Non
             },
         )
     ]
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["ride.{ride_id}.status", "{a}.{b}", "x.{{literal}}.{a}", "plain", "{a}{b}.{a}"],
+)
+def test_the_generated_topic_formatter_writes_what_format_map_writes(template: str) -> None:
+    """Topic.topic builds the concrete topic by one generated concatenation; it must write
+    exactly what ``str.format_map`` with each parameter's ``str()`` writes."""
+    from qsse_core.typed import _compile_format, _ParamValues
+
+    class Params:
+        ride_id = -7
+        a = rides.RideState.ARRIVING
+        b = "x y"
+
+    params = Params()
+    assert _compile_format(template)(params) == template.format_map(_ParamValues(params))
