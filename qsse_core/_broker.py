@@ -24,7 +24,6 @@ from typing import Protocol
 
 from ._exceptions import LocalProtocolError
 from ._history import HistoryPolicy, HistoryStore, StoredEvent, _Topic
-from ._topics import topic_matches
 
 __all__ = ["Broker", "BrokerListener", "ReplicaHistory"]
 
@@ -206,18 +205,7 @@ class ReplicaHistory:
         window = self._windows.get(label)
         if window is None:
             return [], 0
-        window.trim(now)
-        evicted = window.evicted_for(label, subscription)
-        events = window.events
-        if not events or events[-1].id <= after:
-            return [], evicted
-        start = len(events)
-        while start > 0 and events[start - 1].id > after:
-            start -= 1
-        wanted = [events[i] for i in range(start, len(events))]
-        if subscription != label:
-            wanted = [e for e in wanted if topic_matches(subscription, e.topic)]
-        return wanted, evicted
+        return window.since(label, subscription, after, now)
 
     def _window(self, label: str) -> _Topic:
         window = self._windows.get(label)

@@ -155,6 +155,24 @@ class _Topic:
                 self.floor = evicted.pop(next(iter(evicted)))
             evicted[old.topic] = old.id
 
+    def since(
+        self, label: str, subscription: str, after: int, now: float
+    ) -> tuple[list[StoredEvent], int]:
+        """What :meth:`HistoryStore.since` answers for this topic's window."""
+        self.trim(now)
+        evicted = self.evicted_for(label, subscription)
+        events = self.events
+        if not events or events[-1].id <= after:
+            return [], evicted
+        # Ids grow along the deque: walk back from the newest to the first one wanted.
+        start = len(events)
+        while start > 0 and events[start - 1].id > after:
+            start -= 1
+        wanted = [events[i] for i in range(start, len(events))]
+        if subscription != label:
+            wanted = [e for e in wanted if topic_matches(subscription, e.topic)]
+        return wanted, evicted
+
     def evicted_for(self, label: str, subscription: str) -> int:
         if subscription == label:
             # Everything kept under a declared topic matches that declared topic.
@@ -214,16 +232,4 @@ class MemoryHistory:
         entry = self._topics.get(label)
         if entry is None:
             return [], 0
-        entry.trim(now)
-        evicted = entry.evicted_for(label, subscription)
-        events = entry.events
-        if not events or events[-1].id <= after:
-            return [], evicted
-        # Ids grow along the deque: walk back from the newest to the first one wanted.
-        start = len(events)
-        while start > 0 and events[start - 1].id > after:
-            start -= 1
-        wanted = [events[i] for i in range(start, len(events))]
-        if subscription != label:
-            wanted = [e for e in wanted if topic_matches(subscription, e.topic)]
-        return wanted, evicted
+        return entry.since(label, subscription, after, now)
