@@ -874,16 +874,7 @@ class Server:
             v2_type, v2_data = compact
             v2_data = _payload("compact", v2_data)
             _check_content_type(v2_type)
-        if topic.__class__ is not str:
-            raise TypeError(f"topic must be a str, got {type(topic).__name__}")
-        try:
-            targets = self._table.publish_targets(topic)
-        except ValueError as exc:
-            raise LocalProtocolError(str(exc)) from None
-        if not targets:
-            raise LocalProtocolError(
-                f"topic {topic!r} matches no declared topic (declared: {list(self.topics)})"
-            )
+        targets = self._publish_targets(topic)
         broker, feed = self.broker, self._feed
         now = time.time()
         queued = 0
@@ -922,6 +913,21 @@ class Server:
         v2_type, v2_data = (content_type, data) if compact is None else compact
         v2_data = _payload("compact" if compact else "data", v2_data)
         _check_content_type(v2_type)
+        targets = self._publish_targets(topic)
+        ids = []
+        for concrete, label in targets:
+            self.metrics.published_child(label).inc()
+            ids.append(await self.broker.publish(label, concrete, v2_data, v2_type))
+        return ids
+
+    def _publish_targets(self, topic: str) -> tuple[tuple[str, str], ...]:
+        """``(concrete topic, declared label)`` pairs an event on ``topic`` goes to.
+
+        :raises TypeError: if ``topic`` is not a str.
+        :raises LocalProtocolError: if it cannot be encoded or matches no declared topic.
+        """
+        if topic.__class__ is not str:
+            raise TypeError(f"topic must be a str, got {type(topic).__name__}")
         try:
             targets = self._table.publish_targets(topic)
         except ValueError as exc:
@@ -930,11 +936,7 @@ class Server:
             raise LocalProtocolError(
                 f"topic {topic!r} matches no declared topic (declared: {list(self.topics)})"
             )
-        ids = []
-        for concrete, label in targets:
-            self.metrics.published_child(label).inc()
-            ids.append(await self.broker.publish(label, concrete, v2_data, v2_type))
-        return ids
+        return targets
 
     def _broker_event(self, label: str, event: StoredEvent) -> None:
         """An event another node (or this one, through a remote broker) published."""
