@@ -1003,32 +1003,23 @@ class Server:
                     if v2_item is None:
                         frame = encode_event_frame(event_id, v2_type, concrete, v2_data)
                         v2_item, v2_size = (frame, event_id, label), len(frame)
-                    if outbox.held is not None or (
-                        gated and sub.session.authorized.get(concrete) is not True
-                    ):
-                        # Held events go first, even before one this route may see.
-                        asked = concrete if gated else None
-                        if not self._gate(sub.session, outbox, asked, v2_item):
-                            count -= 1
-                            continue
-                    else:
-                        outbox.frames.append(v2_item)
-                        outbox.size += v2_size
+                    item, size = v2_item, v2_size
                 else:
                     if v1_item is None:
                         frame = encode_event(concrete, data)
                         v1_item, v1_size = (frame, event_id, label), len(frame)
-                    if outbox.held is not None or (
-                        gated and sub.session.authorized.get(concrete) is not True
-                    ):
-                        # Held events go first, even before one this route may see.
-                        asked = concrete if gated else None
-                        if not self._gate(sub.session, outbox, asked, v1_item):
-                            count -= 1
-                            continue
-                    else:
-                        outbox.frames.append(v1_item)
-                        outbox.size += v1_size
+                    item, size = v1_item, v1_size
+                if outbox.held is not None or (
+                    gated and sub.session.authorized.get(concrete) is not True
+                ):
+                    # Held events go first, even before one this route may see.
+                    asked = concrete if gated else None
+                    if not self._gate(sub.session, outbox, asked, item):
+                        count -= 1
+                        continue
+                else:
+                    outbox.frames.append(item)
+                    outbox.size += size
                 dirty.add(outbox)
         self.metrics.delivered_child(label).inc(count)
         if count:
