@@ -40,6 +40,7 @@ __all__ = [
     "backend",
     "client_backend",
     "grant_unidirectional_streams",
+    "is_qh3",
     "initial_carries_crypto",
     "peer_idle_timeout",
     "path_address",
@@ -263,7 +264,7 @@ def peer_idle_timeout(quic: QuicConnection) -> float | None:
     return float(seconds) if seconds else None
 
 
-def _is_qh3(quic: QuicConnection) -> bool:
+def is_qh3(quic: QuicConnection) -> bool:
     return type(quic).__module__.startswith("qh3.")
 
 
@@ -275,7 +276,7 @@ def unidirectional_stream_credit(quic: QuicConnection) -> int:
     if core is not None:
         limits: tuple[int, int, int, int] = core.stream_limits
         return limits[1] - limits[3]
-    if _is_qh3(quic):
+    if is_qh3(quic):
         return 0  # not started: nothing may be opened yet
     return quic._remote_max_streams_uni - quic._local_next_stream_id_uni // 4
 
@@ -288,7 +289,7 @@ def grant_unidirectional_streams(quic: QuicConnection, count: int) -> None:
     so ``count`` stays the bound on concurrent streams. Should a future qh3 lay its
     connection out differently, its own default stays in force.
     """
-    if not _is_qh3(quic):
+    if not is_qh3(quic):
         limit = quic._local_max_streams_uni
         limit.value = limit.sent = count
         return

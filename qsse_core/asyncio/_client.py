@@ -53,7 +53,7 @@ from ..events import (
     Welcomed,
 )
 from ._path import PathWatch
-from ._protocol import QsseProtocol
+from ._protocol import QsseProtocol, format_address
 
 __all__ = [
     "Client",
@@ -847,11 +847,6 @@ async def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
     return await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
 
 
-def _spell(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class _ClientProtocol(QsseProtocol):
     """A client's QUIC protocol that notices when its socket is gone.
 
@@ -905,10 +900,8 @@ class _Link:
         self, client: Client, family: int, addr: Any, configuration: QuicConfiguration
     ) -> None:
         self.client = client
-        self.family = family
         self.addr = addr
-        self.where = _spell(addr)
-        self.configuration = configuration
+        self.where = format_address(addr)
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.quic = client_backend().connection(self._windows(configuration))
         # A qsse/2 server opens a stream per subscription: allow one for each we may ask for.

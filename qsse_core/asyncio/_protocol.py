@@ -18,6 +18,7 @@ from .._quic import (
     ConnectionTerminated,
     QuicConnection,
     QuicEvent,
+    is_qh3,
 )
 from ..events import QsseEvent
 
@@ -63,7 +64,7 @@ class QsseProtocol(asyncio.DatagramProtocol):
         self._aborted = False
         # qh3 2.1 servers sometimes fail to build a handshake packet for aioquic clients
         # ("packet builder capacity exhausted"); their loss timers send it again shortly.
-        self._lenient = type(quic).__module__.startswith("qh3")
+        self._lenient = is_qh3(quic)
         self.qsse: _Connection | None = None
         self._peer: Address | None = None
         self.on_quic_event: Callable[[QuicEvent], None] = _ignore

@@ -113,10 +113,6 @@ class _Outbox:
         self.held: deque[_Held] | None = None
         self.held_size = 0
 
-    def push(self, frame: bytes, event_id: int, label: str) -> None:
-        self.frames.append((frame, event_id, label))
-        self.size += len(frame)
-
 
 class _Subscription:
     __slots__ = ("id", "label", "outbox", "session", "topic")
