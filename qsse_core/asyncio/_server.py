@@ -728,11 +728,13 @@ class Server:
             events, evicted = history.since(d, topic, after, now)
             if evicted > after and d not in outbox.gaps:
                 outbox.gaps[d] = [after + 1, evicted, _EVICTED]
-            streams.append(events)
+            streams.append([(event, d) for event in events])
         gated = self.authorizer is not allow_all_topics and is_pattern(topic)
-        for event in heapq.merge(*streams, key=lambda e: e.id):
+        # Each item names the declared topic its event is stored under, as live ones do:
+        # a gap after an overflow must name the topic that lost the events.
+        for event, stored_under in heapq.merge(*streams, key=lambda pair: pair[0].id):
             frame = encode_event_frame(event.id, event.content_type, event.topic, event.data)
-            item = (frame, event.id, label)
+            item = (frame, event.id, stored_under)
             asked = event.topic if gated and event.topic != topic else None
             if asked is not None or outbox.held is not None:
                 self._gate(session, outbox, asked, item)
