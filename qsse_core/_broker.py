@@ -25,7 +25,7 @@ from typing import Protocol
 from ._exceptions import LocalProtocolError
 from ._history import HistoryPolicy, HistoryStore, StoredEvent, _Topic
 
-__all__ = ["Broker", "BrokerListener", "ReplicaHistory"]
+__all__ = ["Broker", "BrokerListener", "Listeners", "ReplicaHistory"]
 
 
 class BrokerListener(Protocol):
@@ -118,6 +118,22 @@ class Broker(Protocol):
         """Before a resume from ``position``: bring :attr:`history` up to the broker's newest
         id when it is behind ``position`` (another node issued it). Best effort, bounded."""
         ...
+
+
+class Listeners:
+    """The listener registry both brokers keep: each listener once, in the order added."""
+
+    _listeners: list[BrokerListener]
+
+    def add_listener(self, listener: BrokerListener) -> None:
+        """Hand every event to ``listener`` from now on (once, however often added)."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: BrokerListener) -> None:
+        """Stop handing events to ``listener``."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
 
 class ReplicaHistory:

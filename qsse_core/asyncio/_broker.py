@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry
 
-from .._broker import Broker, BrokerListener
+from .._broker import Broker, BrokerListener, Listeners
 from .._exceptions import ConfigurationError, LocalProtocolError
 from .._framing2 import ContentType
 from .._history import HistoryStore, MemoryHistory, StoredEvent
@@ -17,7 +17,7 @@ from .._topics import TopicTable
 __all__ = ["BrokerPublisher", "MemoryBroker"]
 
 
-class MemoryBroker:
+class MemoryBroker(Listeners):
     """A :class:`~qsse_core.Broker` in this process's memory, the default of every server.
 
     Ids and history come from ``history``; every server listening on the same broker (in this
@@ -41,14 +41,6 @@ class MemoryBroker:
 
     async def close(self) -> None:
         return None
-
-    def add_listener(self, listener: BrokerListener) -> None:
-        if listener not in self._listeners:
-            self._listeners.append(listener)
-
-    def remove_listener(self, listener: BrokerListener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
 
     def publish_nowait(
         self,

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .._broker import BrokerListener, ReplicaHistory
+from .._broker import BrokerListener, Listeners, ReplicaHistory
 from .._config import ReconnectPolicy
 from .._exceptions import BrokerError, ConfigurationError
 from .._history import HistoryPolicy, StoredEvent
@@ -112,7 +112,7 @@ class _BrokerMetrics:
         )
 
 
-class RedisBroker:
+class RedisBroker(Listeners):
     """A :class:`~qsse_core.Broker` on Redis (7 or later): streams, Pub/Sub and a function.
 
     Every node (server process) and every publisher on the same Redis and ``prefix`` shares
@@ -321,14 +321,6 @@ class RedisBroker:
         self._set_up(False)
         self._ready.clear()
         await self._client.aclose()
-
-    def add_listener(self, listener: BrokerListener) -> None:
-        if listener not in self._listeners:
-            self._listeners.append(listener)
-
-    def remove_listener(self, listener: BrokerListener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
 
     def publish_nowait(
         self,
