@@ -938,11 +938,9 @@ class Server:
 
     def _broker_event(self, label: str, event: StoredEvent) -> None:
         """An event another node (or this one, through a remote broker) published."""
-        data = event.data
-        if event.content_type == ContentType.MSGPACK:
-            # qsse/1 peers (Go) read JSON: the broker carries only the qsse/2 form.
-            with contextlib.suppress(msgspec.DecodeError, TypeError, ValueError):
-                data = _JSON.encode(_MSGPACK.decode(event.data))
+        # qsse/1 peers (Go) read JSON and the broker carries only the qsse/2 form: None has
+        # _deliver transcode a MessagePack event, and only if a qsse/1 subscriber wants it.
+        data = None if event.content_type == ContentType.MSGPACK else event.data
         self._deliver(label, event.topic, event.id, event.content_type, event.data, data)
 
     def _broker_gap(self, label: str, first_id: int, last_id: int) -> None:
@@ -973,9 +971,13 @@ class Server:
         event_id: int,
         v2_type: int,
         v2_data: bytes,
-        data: bytes,
+        data: bytes | None,
     ) -> int:
-        """Queue event ``event_id`` for every matching subscription; return how many."""
+        """Queue event ``event_id`` for every matching subscription; return how many.
+
+        ``data`` is the qsse/1 (JSON) payload; None when it is to be transcoded from the
+        MessagePack ``v2_data``.
+        """
         check = self.authorizer is not allow_all_topics
         routes = self._route_cache.get(concrete)
         if routes is None:
@@ -1004,7 +1006,7 @@ class Server:
                     item, size = v2_item, v2_size
                 else:
                     if v1_item is None:
-                        frame = encode_event(concrete, data)
+                        frame = encode_event(concrete, _as_json(v2_data) if data is None else data)
                         v1_item, v1_size = (frame, event_id, label), len(frame)
                     item, size = v1_item, v1_size
                 if outbox.held is not None or (
@@ -1362,3 +1364,10 @@ def _check_content_type(content_type: object) -> None:
 def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
+
+
+def _as_json(msgpack: bytes) -> bytes:
+    """A MessagePack payload as JSON for qsse/1 peers; as it is when it cannot be read."""
+    with contextlib.suppress(msgspec.DecodeError, TypeError, ValueError):
+        return _JSON.encode(_MSGPACK.decode(msgpack))
+    return msgpack
